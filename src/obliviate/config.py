@@ -1,0 +1,354 @@
+"""Typed run configurations: dataclasses, YAML files, ``key=value`` overrides, validation of everything at once.
+
+A config file is one flat YAML document per experiment with the sections ``model``, ``data``, ``method``
+(unlearning only), ``train``, ``lora`` and the top-level ``output_dir``. Nothing is inherited from other files:
+what you read is what runs. Overrides use dotted keys, e.g. ``train.learning_rate=2e-5 method.name=NPO+GD``;
+values are parsed as YAML scalars.
+
+``validate()`` returns every problem found (unknown keys with a "did you mean", wrong types, out-of-range
+numbers, unknown choices with the valid ones); :func:`load_config` raises one :class:`ConfigError` listing them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from obliviate.errors import ConfigError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+ME_DIRECTIONS = ("uniform_to_model", "model_to_uniform")
+SAVE_STRATEGIES = ("no", "epoch", "steps")
+TOFU_SPLITS = ("forget01", "forget05", "forget10")
+FINETUNE_SETS = ("full", "retain")
+
+
+@dataclass
+class ModelConfig:
+    name: str = DEFAULT_MODEL           # built-in alias, local folder, .gguf file or hub id
+    dtype: str = "auto"                 # auto = bfloat16 on a capable GPU, float32 otherwise
+    trust_remote_code: bool = False
+    template: str = "chat"              # chat | llama2 | llama3 | plain
+    system_prompt: str | None = None
+    max_length: int = 512               # tokens per question+answer; TOFU items are ~55
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: str | list[str] = "all-linear"
+    merge: bool = True                  # merge adapters into the saved model
+
+
+@dataclass
+class DataConfig:
+    # Either a TOFU source (local folder in either layout, or the hub id locuslab/TOFU) with a split ...
+    tofu: str | None = None
+    split: str = "forget05"
+    task: int = 1                       # continual layout: which task of the split is the forget set
+    # ... or explicit QA files (JSON / JSON lines; a hub dataset as "owner/name:config").
+    forget: str | None = None
+    retain: str | None = None
+    train: list[str] = field(default_factory=list)   # finetune: QA files to train on
+    finetune_on: str = "full"           # finetune with `tofu`: full (target model) or retain (retain model)
+    refusals: str | None = None         # refusal templates file; None = built-in set
+    limit: int | None = None            # use only the first N rows of each set (quick runs)
+
+
+@dataclass
+class MethodConfig:
+    name: str = "ME+GD"                 # a named method or any "<forget>+<regularizer>" pair
+    forget_coeff: float | None = None   # None = the method's paper default
+    regularization_coeff: float | None = None
+    mask: bool | None = None            # None = method default (ME+GD: false, others: true)
+    beta: float = 0.1
+    me_direction: str = "uniform_to_model"
+
+
+@dataclass
+class TrainConfig:
+    learning_rate: float = 1e-5
+    num_epochs: float = 5.0
+    batch_size: int = 4                 # per device
+    gradient_accumulation_steps: int = 4
+    weight_decay: float = 0.01
+    warmup_epochs: float = 1.0          # linear warm-up length, in epochs (paper: one epoch)
+    lr_scheduler: str = "linear"
+    max_steps: int = -1                 # > 0 overrides num_epochs
+    seed: int = 1001
+    logging_steps: int = 1
+    save_strategy: str = "no"           # no | epoch | steps (checkpoints for resuming)
+    save_steps: int = 500
+    gradient_checkpointing: bool = False
+    optim: str = "adamw_torch"
+    deepspeed: str | None = None        # path to a DeepSpeed JSON config
+    fsdp: str = ""                      # transformers' fsdp option string, e.g. "full_shard auto_wrap"
+    report_to: list[str] = field(default_factory=lambda: ["none"])
+
+
+@dataclass
+class UnlearnConfig:
+    output_dir: str = "runs/unlearn"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    overwrite: bool = False
+
+    def validate(self) -> list[str]:
+        errors = _common_errors(self)
+        d = self.data
+        if d.tofu is None and d.forget is None:
+            errors.append("data: give either data.tofu (a TOFU folder or hub id) or data.forget (a QA file)")
+        if d.tofu is not None and d.forget is not None:
+            errors.append("data: data.tofu and data.forget are alternatives; give one")
+        if d.train:
+            errors.append("data.train: only used by finetune; unlearning reads data.forget / data.retain")
+        errors += _method_errors(self.method)
+        return errors
+
+
+@dataclass
+class FinetuneConfig:
+    output_dir: str = "runs/finetune"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        learning_rate=1e-5, num_epochs=5.0, warmup_epochs=1.0))
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    overwrite: bool = False
+
+    def validate(self) -> list[str]:
+        errors = _common_errors(self)
+        d = self.data
+        if d.tofu is None and not d.train:
+            errors.append("data: give either data.tofu (with data.finetune_on) or data.train (QA files)")
+        if d.tofu is not None and d.train:
+            errors.append("data: data.tofu and data.train are alternatives; give one")
+        if d.finetune_on not in FINETUNE_SETS:
+            errors.append(_choice("data.finetune_on", d.finetune_on, FINETUNE_SETS))
+        return errors
+
+
+RunConfig = UnlearnConfig | FinetuneConfig
+
+
+# -- validation ---------------------------------------------------------------------------------------------
+def _choice(key: str, value: Any, valid: typing.Iterable[str]) -> str:
+    valid = list(valid)
+    hint = difflib.get_close_matches(str(value), valid, n=1)
+    did = f" (did you mean '{hint[0]}'?)" if hint else ""
+    return f"{key}: '{value}' is not one of {', '.join(valid)}{did}"
+
+
+def _common_errors(cfg: RunConfig) -> list[str]:
+    errors: list[str] = []
+    m, t, d, lo = cfg.model, cfg.train, cfg.data, cfg.lora
+    if not str(cfg.output_dir).strip():
+        errors.append("output_dir: must not be empty")
+    if m.dtype not in DTYPES:
+        errors.append(_choice("model.dtype", m.dtype, DTYPES))
+    from obliviate.data.formatting import TEMPLATES
+    if m.template not in TEMPLATES:
+        errors.append(_choice("model.template", m.template, TEMPLATES))
+    if m.max_length < 8:
+        errors.append(f"model.max_length: {m.max_length} is too small (at least 8)")
+    if t.learning_rate <= 0:
+        errors.append(f"train.learning_rate: must be > 0, got {t.learning_rate}")
+    if t.num_epochs <= 0 and t.max_steps <= 0:
+        errors.append(f"train.num_epochs: must be > 0 (or set train.max_steps), got {t.num_epochs}")
+    for key in ("batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"):
+        if getattr(t, key) < 1:
+            errors.append(f"train.{key}: must be >= 1, got {getattr(t, key)}")
+    if t.weight_decay < 0:
+        errors.append(f"train.weight_decay: must be >= 0, got {t.weight_decay}")
+    if t.warmup_epochs < 0:
+        errors.append(f"train.warmup_epochs: must be >= 0, got {t.warmup_epochs}")
+    if t.save_strategy not in SAVE_STRATEGIES:
+        errors.append(_choice("train.save_strategy", t.save_strategy, SAVE_STRATEGIES))
+    if d.tofu is not None and d.split not in TOFU_SPLITS:
+        errors.append(_choice("data.split", d.split, TOFU_SPLITS))
+    if d.task < 1:
+        errors.append(f"data.task: tasks are numbered from 1, got {d.task}")
+    if d.limit is not None and d.limit < 1:
+        errors.append(f"data.limit: must be >= 1 or null, got {d.limit}")
+    if lo.r < 1:
+        errors.append(f"lora.r: must be >= 1, got {lo.r}")
+    if not 0 <= lo.dropout < 1:
+        errors.append(f"lora.dropout: must be in [0, 1), got {lo.dropout}")
+    return errors
+
+
+def _method_errors(mc: MethodConfig) -> list[str]:
+    from obliviate.objectives import resolve_method
+
+    errors: list[str] = []
+    try:
+        resolve_method(mc.name)
+    except ConfigError as exc:
+        errors += [f"method.name: {e}" for e in exc.errors]
+    if mc.beta <= 0:
+        errors.append(f"method.beta: must be > 0, got {mc.beta}")
+    if mc.me_direction not in ME_DIRECTIONS:
+        errors.append(_choice("method.me_direction", mc.me_direction, ME_DIRECTIONS))
+    return errors
+
+
+# -- building from dicts --------------------------------------------------------------------------------------
+def _type_ok(value: Any, hint: Any) -> tuple[bool, Any]:
+    """Check ``value`` against a dataclass field type; ints are accepted (and converted) where floats are."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            ok, converted = _type_ok(value, arg)
+            if ok:
+                return True, converted
+        return False, value
+    if hint is type(None):
+        return value is None, value
+    if origin is list:
+        (inner,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            return False, value
+        items = [_type_ok(v, inner) for v in value]
+        return all(ok for ok, _ in items), [v for _, v in items]
+    if hint is float:
+        if isinstance(value, bool):
+            return False, value
+        if isinstance(value, (int, float)):
+            return True, float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads 1e-5 (no dot) as a string; a float field takes it as the number it means.
+            try:
+                return True, float(value)
+            except ValueError:
+                return False, value
+        return False, value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is str:
+        return isinstance(value, str), value
+    return True, value
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(hint)[0])}"
+    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
+def _build(cls: type, raw: Any, prefix: str, errors: list[str]) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        errors.append(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {type(raw).__name__}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in fields:
+            hint = difflib.get_close_matches(str(key), list(fields), n=1)
+            did = f" (did you mean '{prefix}{hint[0]}'?)" if hint else ""
+            errors.append(f"{prefix}{key}: unknown key{did}; valid keys: {', '.join(fields)}")
+            continue
+        ftype = hints[key]
+        if dataclasses.is_dataclass(ftype):
+            kwargs[key] = _build(ftype, value, f"{prefix}{key}.", errors)
+            continue
+        ok, converted = _type_ok(value, ftype)
+        if not ok:
+            errors.append(f"{prefix}{key}: expected {_type_name(ftype)}, got {value!r}")
+            continue
+        kwargs[key] = converted
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: typing.Iterable[str]) -> list[tuple[str, Any]]:
+    """Parse ``key.sub=value`` strings; values are YAML scalars (``1e-5``, ``true``, ``null``, ``[a, b]``)."""
+    parsed = []
+    errors = []
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            errors.append(f"override '{item}': expected key=value, e.g. train.learning_rate=2e-5")
+            continue
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            errors.append(f"override '{item}': value is not valid YAML ({exc.__class__.__name__})")
+            continue
+        parsed.append((key.strip(), value))
+    if errors:
+        raise ConfigError(errors)
+    return parsed
+
+
+def config_from_dict(kind: str, raw: dict, overrides: typing.Iterable[str] = (), source: str | None = None) -> RunConfig:
+    """Build and validate a config of ``kind`` ('unlearn' or 'finetune'); raise ConfigError listing all problems."""
+    classes = {"unlearn": UnlearnConfig, "finetune": FinetuneConfig}
+    if kind not in classes:
+        raise ConfigError([_choice("kind", kind, classes)])
+    tree = dict(raw or {})
+    for key, value in parse_overrides(overrides):
+        _set_dotted(tree, key, value)
+    errors: list[str] = []
+    cfg = _build(classes[kind], tree, "", errors)
+    if not errors:
+        errors = cfg.validate()
+    if errors:
+        raise ConfigError(errors, source)
+    return cfg
+
+
+def load_config(kind: str, path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> RunConfig:
+    """Read a YAML config (or start from defaults when ``path`` is None), apply overrides, validate."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError([f"config file not found: {path}"])
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError([f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+        if not isinstance(raw, dict):
+            raise ConfigError([f"{path}: the top level must be a mapping of sections"])
+        raw.pop("kind", None)
+    return config_from_dict(kind, raw, overrides, source=str(path) if path else None)
+
+
+def config_to_dict(cfg: RunConfig) -> dict:
+    """A plain dict of the config, as it is saved next to a run's outputs."""
+    return asdict(cfg)
