@@ -1,0 +1,206 @@
+"""One trainer for unlearning and fine-tuning, built on :class:`transformers.Trainer`.
+
+The engine gives gradient accumulation, warm-up and schedules, weight decay, seeding, checkpoint/resume,
+accelerate / DeepSpeed / FSDP and loggers. This class only:
+
+1. runs the forward passes an objective needs — all parts of a step in ONE forward pass (parts are padded to
+   a common length and stacked along the batch), plus a no-grad reference pass only where the objective reads
+   reference logits (the KL regularizer);
+2. hands the logits to the pure objective functions of :mod:`obliviate.objectives`;
+3. logs each loss term separately.
+
+Reference log-probabilities of the fixed forget items (NPO, DPO) are computed once before training; a frozen
+reference copy of the model is kept only when a term needs reference *logits* at every step (KL, LLMU). With
+LoRA no copy is made at all: the reference is the same model with its adapters disabled.
+
+Token means are normalised over the whole accumulated batch (all micro-batches of one optimizer step), so
+gradient accumulation 2×2 gives the same update as a batch of 4.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainerCallback
+
+from obliviate.likelihood import sequence_logprobs
+from obliviate.objectives import (ObjectiveParams, SequenceOutputs, UnlearningInputs, compute_objective,
+                                  get_regularizer, required_inputs)
+from obliviate.training.data import UnlearningDataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainingObjective:
+    """What to optimise: a forget term (None when fine-tuning) and a regularizer, with their coefficients."""
+
+    forget: str | None
+    regularizer: str
+    forget_coeff: float = 1.0
+    regularization_coeff: float = 1.0
+    params: ObjectiveParams = field(default_factory=ObjectiveParams)
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        if self.forget is None:
+            return ("retain",)
+        return tuple(sorted(required_inputs(self.forget, self.regularizer).fields))
+
+    @property
+    def ref_logp_parts(self) -> frozenset[str]:
+        return frozenset() if self.forget is None else \
+            frozenset(required_inputs(self.forget, self.regularizer).ref_logps)
+
+    @property
+    def ref_logit_parts(self) -> frozenset[str]:
+        return frozenset() if self.forget is None else \
+            frozenset(required_inputs(self.forget, self.regularizer).ref_logits)
+
+    @property
+    def needs_reference(self) -> bool:
+        return bool(self.ref_logp_parts or self.ref_logit_parts)
+
+
+class _EpochCallback(TrainerCallback):
+    """Tells the data set which epoch starts, so retain pairings change per epoch and survive resumption."""
+
+    def __init__(self, dataset: UnlearningDataset):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        # state.epoch is fractional after a mid-epoch resume (e.g. 1.5 → epoch 1); 1e-6 absorbs float error
+        # at epoch boundaries (0.9999999 → 1).
+        self.dataset.set_epoch(int(state.epoch + 1e-6) if state.epoch else 0)
+        return control
+
+
+class UnlearningTrainer(Trainer):
+    """Trainer for any forget term × regularizer pair, and for plain fine-tuning (forget=None, regularizer=gd)."""
+
+    def __init__(self, *args, objective: TrainingObjective, reference_model=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.objective = objective
+        self.reference_model = reference_model
+        # compute_loss returns a loss already normalised per micro-batch; the engine divides by the number of
+        # accumulation steps (see get_batch_samples for token means).
+        self.loss_is_scaled_for_ga = False
+        self._token_normalizers: dict[str, float] = {}
+        self._term_values: dict[str, list[float]] = {}
+        if isinstance(self.train_dataset, UnlearningDataset):
+            self.add_callback(_EpochCallback(self.train_dataset))
+        if objective.needs_reference and reference_model is None and not self._uses_lora():
+            raise ValueError(f"objective {objective.forget}+{objective.regularizer} needs a reference model")
+        if self.reference_model is not None:
+            self.reference_model.to(self.args.device)
+        if objective.ref_logp_parts:
+            self._cache_reference_logps()
+        if not objective.ref_logit_parts and self.reference_model is not None:
+            # The cached log-probs are all NPO/DPO need: free the copy before training starts.
+            self.reference_model = None
+            gc.collect()
+
+    # -- reference model ------------------------------------------------------------------------------------
+    def _uses_lora(self) -> bool:
+        from obliviate.models import is_peft_model
+        return is_peft_model(self.model)
+
+    def _reference_context(self):
+        """The reference model and a context in which calling it gives reference outputs."""
+        if self.reference_model is not None:
+            return self.reference_model, nullcontext()
+        model = self.accelerator.unwrap_model(self.model)
+        return model, model.disable_adapter()
+
+    def _cache_reference_logps(self) -> None:
+        dataset = self.train_dataset
+        if not isinstance(dataset, UnlearningDataset):
+            raise TypeError("reference log-probs can only be cached for an UnlearningDataset")
+        ref, ctx = self._reference_context()
+        pad_id = self._pad_token_id()
+        with ctx:
+            for part in sorted(self.objective.ref_logp_parts):
+                sums, _ = sequence_logprobs(ref, dataset.forget_side_examples(part), pad_token_id=pad_id,
+                                            batch_size=self.args.per_device_train_batch_size * 4,
+                                            device=self.args.device)
+                dataset.ref_logps[part] = sums
+        log.info("cached reference log-probs of %d forget items for %s", len(dataset),
+                 ", ".join(sorted(self.objective.ref_logp_parts)))
+
+    def _pad_token_id(self) -> int:
+        tok = self.processing_class
+        pad = getattr(tok, "pad_token_id", None) if tok is not None else None
+        return pad if pad is not None else 0
+
+    # -- accumulation-wide token normalisation ----------------------------------------------------------------
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batch_samples, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        # Each micro-batch loss is later divided by len(batch_samples) by the engine, so a token mean over the
+        # whole accumulated batch is: sum over this micro-batch / (tokens in all micro-batches / n micro-batches).
+        self._token_normalizers = {}
+        if batch_samples:
+            for part in batch_samples[0]:
+                total = sum(int((b[part]["labels"][:, 1:] != -100).sum()) for b in batch_samples)
+                self._token_normalizers[part] = max(total, 1) / len(batch_samples)
+        return batch_samples, num_items
+
+    # -- the step -------------------------------------------------------------------------------------------
+    def _forward_parts(self, model, inputs: dict[str, dict], parts: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """One forward pass over all parts; returns float32 logits per part, trimmed to that part's length."""
+        pad_id = self._pad_token_id()
+        longest = max(inputs[p]["input_ids"].shape[1] for p in parts)
+        ids = torch.cat([F.pad(inputs[p]["input_ids"], (0, longest - inputs[p]["input_ids"].shape[1]), value=pad_id)
+                         for p in parts])
+        att = torch.cat([F.pad(inputs[p]["attention_mask"], (0, longest - inputs[p]["attention_mask"].shape[1]),
+                               value=0) for p in parts])
+        logits = model(input_ids=ids, attention_mask=att).logits
+        out, row = {}, 0
+        for p in parts:
+            b, t = inputs[p]["input_ids"].shape
+            out[p] = logits[row: row + b, :t].float()
+            row += b
+        return out
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        obj = self.objective
+        parts = obj.parts
+        logits = self._forward_parts(model, inputs, parts)
+        ref_logits: dict[str, torch.Tensor] = {}
+        if obj.ref_logit_parts:
+            ref, ctx = self._reference_context()
+            with torch.no_grad(), ctx:
+                ref_logits = self._forward_parts(ref, inputs, tuple(sorted(obj.ref_logit_parts)))
+        outputs = {
+            p: SequenceOutputs(logits=logits[p], labels=inputs[p]["labels"], ref_logps=inputs[p].get("ref_logps"),
+                               ref_logits=ref_logits.get(p), token_normalizer=self._token_normalizers.get(p))
+            for p in parts
+        }
+        unlearning_inputs = UnlearningInputs(**outputs)
+        if obj.forget is None:
+            loss = get_regularizer(obj.regularizer).fn(unlearning_inputs, obj.params)
+            self._record(loss=loss)
+        else:
+            result = compute_objective(unlearning_inputs, forget=obj.forget, regularizer=obj.regularizer,
+                                       forget_coeff=obj.forget_coeff, regularization_coeff=obj.regularization_coeff,
+                                       params=obj.params)
+            loss = result.loss
+            self._record(forget_loss=result.forget_loss, regularization_loss=result.regularization_loss)
+        return (loss, logits) if return_outputs else loss
+
+    # -- logging --------------------------------------------------------------------------------------------
+    def _record(self, **terms: torch.Tensor) -> None:
+        for name, value in terms.items():
+            self._term_values.setdefault(name, []).append(float(value.detach()))
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            for name, values in self._term_values.items():
+                if values and name != "loss":
+                    logs[name] = sum(values) / len(values)
+            self._term_values = {}
+        super().log(logs, start_time)
