@@ -195,8 +195,20 @@ def _save(trainer: UnlearningTrainer, tokenizer, model_dir: Path, merge_lora: bo
 
 def _train(cfg: RunConfig, *, kind: str, objective: TrainingObjective, forget: list[QARecord],
            retain: list[QARecord], mask: bool, resume: bool, summary: dict) -> RunResult:
-    out = Path(cfg.output_dir)
     partial = _prepare_output(cfg, resume)
+    try:
+        return _train_in(partial, cfg, kind=kind, objective=objective, forget=forget, retain=retain, mask=mask,
+                         resume=resume, summary=summary)
+    except BaseException:
+        # Keep the partial folder only if it holds checkpoints to resume from; otherwise leave nothing behind.
+        if not any((partial / "checkpoints").glob("checkpoint-*")):
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingObjective, forget: list[QARecord],
+              retain: list[QARecord], mask: bool, resume: bool, summary: dict) -> RunResult:
+    out = Path(cfg.output_dir)
     (partial / "config.yaml").write_text(yaml.safe_dump({"kind": kind, **config_to_dict(cfg)}, sort_keys=False))
     started = time.time()
 
