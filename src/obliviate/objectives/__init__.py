@@ -1,0 +1,74 @@
+"""Unlearning objectives: pure tensor math over logits, labels and log-probs; no model calls.
+
+The trainer runs the forward passes a method needs (:func:`required_inputs`), packs them into
+:class:`UnlearningInputs`, and calls :func:`compute_objective` — the one place where a forget term and a
+regularizer are combined. Terms live in :mod:`obliviate.objectives.terms`; users add their own with
+:func:`register_forget` / :func:`register_regularizer`.
+"""
+
+from obliviate.objectives.types import (
+    IGNORE_INDEX,
+    ME_DIRECTIONS,
+    ObjectiveParams,
+    SequenceOutputs,
+    UnlearningInputs,
+)
+from obliviate.objectives.logprobs import (
+    mean_token_nll,
+    sequence_logprob,
+    token_kl,
+    token_logprobs,
+    token_mean,
+    token_nll_sum_and_count,
+    token_uniform_kl,
+)
+from obliviate.objectives.registry import (
+    FORGET_TERMS,
+    REGULARIZERS,
+    TermRegistry,
+    TermSpec,
+    get_forget,
+    get_regularizer,
+    register_forget,
+    register_regularizer,
+)
+from obliviate.objectives import terms
+from obliviate.objectives.methods import (
+    MethodSpec,
+    RequiredInputs,
+    list_methods,
+    required_inputs,
+    resolve_method,
+)
+from obliviate.objectives.compose import ObjectiveResult, compute_objective
+
+__all__ = [
+    "FORGET_TERMS",
+    "IGNORE_INDEX",
+    "ME_DIRECTIONS",
+    "REGULARIZERS",
+    "MethodSpec",
+    "ObjectiveParams",
+    "ObjectiveResult",
+    "RequiredInputs",
+    "SequenceOutputs",
+    "TermRegistry",
+    "TermSpec",
+    "UnlearningInputs",
+    "compute_objective",
+    "get_forget",
+    "get_regularizer",
+    "list_methods",
+    "mean_token_nll",
+    "register_forget",
+    "register_regularizer",
+    "required_inputs",
+    "resolve_method",
+    "sequence_logprob",
+    "terms",
+    "token_kl",
+    "token_logprobs",
+    "token_mean",
+    "token_nll_sum_and_count",
+    "token_uniform_kl",
+]
