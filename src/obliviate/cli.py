@@ -79,6 +79,83 @@ def _run_training(kind: str, args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_files(items: list[str]) -> dict[str, str]:
+    files = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ObliviateError(f"--file '{item}': expected NAME=PATH, e.g. forget=data/forget.json")
+        files[name] = path
+    return files
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    import yaml
+
+    from obliviate.evaluation.runner import BenchmarkSpec, evaluate
+    from obliviate.evaluation.suite import EvalSettings
+
+    model_spec, run_info, template, out = args.model, {}, args.template, args.out
+    run_dir = Path(args.model)
+    if (run_dir / "run.json").is_file() and (run_dir / "model").is_dir():
+        # A run folder: evaluate its model, record its method and config, write results.json beside it.
+        model_spec = str(run_dir / "model")
+        record = json.loads((run_dir / "run.json").read_text())
+        method = record.get("method") or {}
+        run_info = {"kind": record.get("kind"), "method": method.get("name"), "method_details": method,
+                    "output_dir": str(run_dir), "forget_items": record.get("forget_items"),
+                    "retain_items": record.get("retain_items")}
+        cfg_path = run_dir / "config.yaml"
+        if cfg_path.is_file():
+            run_info["config"] = yaml.safe_load(cfg_path.read_text())
+            template = template or run_info["config"].get("model", {}).get("template")
+        out = out or str(run_dir / "results.json")
+    if out is None:
+        raise ObliviateError("--out is required unless --model is a run folder")
+    if Path(out).is_dir() or not out.endswith(".json"):
+        out = str(Path(out) / "results.json")
+    none = lambda v: None if v in (None, "none", "") else v  # noqa: E731
+    settings = EvalSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, set_size=args.set_size,
+                            embedding_model=none(args.embedding_model), nli_model=none(args.nli_model),
+                            real_world=args.real_world)
+    bench = BenchmarkSpec(kind=args.benchmark, source=args.data, split=args.split, task=args.task,
+                          files=_parse_files(args.file), real_world=args.real_world)
+    results = evaluate(model_spec, bench, out, settings=settings, dtype=args.dtype, template=template or "chat",
+                       retain_model=args.retain_model, retain_results=args.retain_results, run_info=run_info,
+                       seed=args.seed)
+    _print_results_summary(results)
+    print(f"results written to {out}")
+    return 0
+
+
+def _print_results_summary(results: dict) -> None:
+    names = ("rouge_l", "probability", "truth_ratio", "token_entropy", "cosine_similarity", "entailment")
+    print(f"{'set':<14}" + "".join(f"{n[:12]:>13}" for n in names))
+    for set_name, s in results["sets"].items():
+        cells = []
+        for n in names:
+            v = s["metrics"].get(n, {}).get("value")
+            arrow = "↑" if s["metrics"].get(n, {}).get("higher_is_better") else "↓"
+            cells.append(f"{'n/a' if v is None else f'{v:.3f}'}{arrow}".rjust(13))
+        print(f"{set_name:<14}" + "".join(cells))
+    for name, a in results["aggregates"].items():
+        value = "n/a" if a.get("value") is None else f"{a['value']:.4g}"
+        extra = a.get("reason") or a.get("note") or ""
+        print(f"{name:<22} {value:>10}  {extra}")
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from obliviate.reporting import write_report
+
+    markdown = args.markdown or str(Path(args.out).with_suffix(".md"))
+    path = write_report(args.runs, args.out, markdown_out=markdown, title=args.title)
+    print(Path(markdown).read_text(encoding="utf-8"))
+    print(f"report written to {path} (Markdown: {markdown})")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from obliviate.demo import run_demo
 
@@ -118,6 +195,37 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                        help="config overrides with dotted keys, e.g. train.learning_rate=2e-5")
         p.set_defaults(func=lambda a, k=kind: _run_training(k, a))
+
+    p = sub.add_parser("eval", help="evaluate a model or run folder: six metrics per set, MU, FE, FQ")
+    p.add_argument("--model", required=True, help="run folder, model folder, .gguf file, alias or hub id")
+    p.add_argument("--benchmark", default="tofu", choices=["tofu", "synthetic", "files"])
+    p.add_argument("--data", default=None, help="TOFU folder or locuslab/TOFU; synthetic benchmark folder")
+    p.add_argument("--split", default="forget05", help="TOFU forget split (forget01/05/10)")
+    p.add_argument("--task", type=int, default=1, help="continual layout: the task that was forgotten")
+    p.add_argument("--file", action="append", default=[], metavar="NAME=PATH",
+                   help="files benchmark: a set (forget=…, retain=…, or any utility set name)")
+    p.add_argument("--real-world", action="store_true", help="real-world entailment direction (generation → ref)")
+    p.add_argument("--retain-model", default=None, help="retain model for Forget Quality")
+    p.add_argument("--retain-results", default=None, help="results.json of a retain model, for Forget Quality")
+    p.add_argument("--out", default=None, help="results.json path or folder (default: the run folder)")
+    p.add_argument("--set-size", type=int, default=None, help="first N rows of each set (default: all)")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--embedding-model", default="sentence-transformers/paraphrase-MiniLM-L6-v2",
+                   help="sentence-embedding model for cosine similarity ('none' to skip)")
+    p.add_argument("--nli-model", default="sileod/deberta-v3-base-tasksource-nli",
+                   help="NLI model for the entailment score ('none' to skip)")
+    p.add_argument("--template", default=None, help="prompt template (default: the run's, else chat)")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("report", help="HTML + Markdown report comparing evaluated runs")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders or results.json files")
+    p.add_argument("--out", default="report.html", help="HTML file to write (default report.html)")
+    p.add_argument("--markdown", default=None, help="Markdown table file (default: beside the HTML, .md)")
+    p.add_argument("--title", default="Unlearning report")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("demo", help="synthetic benchmark → fine-tune → unlearn (ME+GD, IDK+AP) → before/after")
     p.add_argument("--out", default="demo_runs", help="working folder; finished steps are reused (default demo_runs)")

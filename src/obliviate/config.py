@@ -98,6 +98,20 @@ class TrainConfig:
 
 
 @dataclass
+class EvalConfig:
+    enabled: bool = True                # evaluate the unlearned model when training ends
+    every_epoch: bool = False           # also evaluate after every epoch (eval/epoch_N.json)
+    set_size: int | None = None         # first N rows of each set; None = all (the paper's code used 300)
+    max_new_tokens: int = 200
+    batch_size: int = 16
+    embedding_model: str | None = "sentence-transformers/paraphrase-MiniLM-L6-v2"
+    nli_model: str | None = "sileod/deberta-v3-base-tasksource-nli"
+    retain_results: str | None = None   # results.json of a retain model, for Forget Quality
+    retain_model: str | None = None     # or a retain model to evaluate for it
+    real_world: bool = False            # real-world entailment direction
+
+
+@dataclass
 class UnlearnConfig:
     output_dir: str = "runs/unlearn"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -105,10 +119,19 @@ class UnlearnConfig:
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     overwrite: bool = False
 
     def validate(self) -> list[str]:
         errors = _common_errors(self)
+        e = self.eval
+        for key in ("max_new_tokens", "batch_size"):
+            if getattr(e, key) < 1:
+                errors.append(f"eval.{key}: must be >= 1, got {getattr(e, key)}")
+        if e.set_size is not None and e.set_size < 1:
+            errors.append(f"eval.set_size: must be >= 1 or null, got {e.set_size}")
+        if e.retain_results and e.retain_model:
+            errors.append("eval: eval.retain_results and eval.retain_model are alternatives; give one")
         d = self.data
         if d.tofu is None and d.forget is None:
             errors.append("data: give either data.tofu (a TOFU folder or hub id) or data.forget (a QA file)")

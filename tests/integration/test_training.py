@@ -80,7 +80,7 @@ def _unlearn_cfg(tmp_path, model_dir, data, method, **train):
     return config_from_dict("unlearn", {
         "output_dir": str(tmp_path / "out"), "model": {"name": str(model_dir)},
         "data": {"forget": data["forget"], "retain": data["retain"]},
-        "method": {"name": method}, "train": t})
+        "method": {"name": method}, "train": t, "eval": {"enabled": False}})
 
 
 def test_finetuning_learned_the_facts(tiny_model_dir, target_dir):

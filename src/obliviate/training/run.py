@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from transformers import TrainingArguments
+from transformers import TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from obliviate import __version__
@@ -193,6 +193,20 @@ def _save(trainer: UnlearningTrainer, tokenizer, model_dir: Path, merge_lora: bo
         save_model(trainer.accelerator.unwrap_model(trainer.model), tokenizer, model_dir, merge_lora=merge_lora)
 
 
+class _EpochEvaluation(TrainerCallback):
+    """Evaluates the model after every epoch into ``eval/epoch_N.json`` (``eval.every_epoch``)."""
+
+    def __init__(self, cfg: UnlearnConfig, tokenizer, folder: Path, summary: dict, scorers):
+        self.cfg, self.tokenizer, self.folder, self.summary, self.scorers = cfg, tokenizer, folder, summary, scorers
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        if state.is_world_process_zero and model is not None:
+            epoch = int(round(state.epoch))
+            evaluate_run(self.cfg, self.folder / f"epoch_{epoch}.json", self.summary,
+                         model=getattr(model, "module", model), tokenizer=self.tokenizer, scorers=self.scorers)
+        return control
+
+
 def _train(cfg: RunConfig, *, kind: str, objective: TrainingObjective, forget: list[QARecord],
            retain: list[QARecord], mask: bool, resume: bool, summary: dict) -> RunResult:
     partial = _prepare_output(cfg, resume)
@@ -226,11 +240,23 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
     trainer = UnlearningTrainer(model=model, args=args, train_dataset=dataset,
                                 data_collator=PartsCollator(tokenizer.pad_token_id), processing_class=tokenizer,
                                 objective=objective, reference_model=reference)
+    scorers = None
+    if kind == "unlearn" and cfg.eval.enabled:
+        from obliviate.evaluation.suite import Scorers
+        scorers = Scorers.load(eval_settings(cfg))  # the embedding and NLI models, once per run
+        if cfg.eval.every_epoch:
+            trainer.add_callback(_EpochEvaluation(cfg, tokenizer, partial / "eval", summary, scorers))
     checkpoint = get_last_checkpoint(args.output_dir) if resume and os.path.isdir(args.output_dir) else None
     if resume and checkpoint is None:
         log.warning("no checkpoint found in %s; starting from the beginning", args.output_dir)
     trainer.train(resume_from_checkpoint=checkpoint)
     _save(trainer, tokenizer, partial / "model", cfg.lora.merge)
+
+    if kind == "unlearn" and cfg.eval.enabled and trainer.is_world_process_zero():
+        sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
+        model_for_eval = None if sharded else trainer.accelerator.unwrap_model(trainer.model)
+        evaluate_run(cfg, partial / "results.json", summary, model=model_for_eval, tokenizer=tokenizer,
+                     model_dir=partial / "model", scorers=scorers)
 
     if trainer.is_world_process_zero():
         record = {"status": "complete", "kind": kind, **summary, "examples": len(dataset),
@@ -242,6 +268,45 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
             shutil.rmtree(partial / "checkpoints", ignore_errors=True)
         _finish_output(partial, out)
     return RunResult(output_dir=out, model_dir=out / "model", log_history=trainer.state.log_history)
+
+
+def eval_benchmark(cfg: UnlearnConfig):
+    """The benchmark an unlearning run is evaluated on, inferred from its data section."""
+    from obliviate.evaluation.runner import BenchmarkSpec
+
+    d = cfg.data
+    if d.tofu is not None:
+        return BenchmarkSpec(kind="tofu", source=d.tofu, split=d.split, task=d.task, real_world=cfg.eval.real_world)
+    folder = Path(d.forget).parent
+    if (folder / "benchmark.json").is_file() and (folder / "forget_perturbed.json").is_file():
+        return BenchmarkSpec(kind="synthetic", source=str(folder), real_world=cfg.eval.real_world)
+    files = {"forget": d.forget}
+    if d.retain:
+        files["retain"] = d.retain
+    return BenchmarkSpec(kind="files", files=files, real_world=cfg.eval.real_world)
+
+
+def eval_settings(cfg: UnlearnConfig):
+    from obliviate.evaluation.suite import EvalSettings
+
+    e = cfg.eval
+    return EvalSettings(max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, set_size=e.set_size,
+                        embedding_model=e.embedding_model, nli_model=e.nli_model, real_world=e.real_world)
+
+
+def evaluate_run(cfg: UnlearnConfig, out_path: Path, summary: dict, *, model=None, tokenizer=None,
+                 model_dir: Path | None = None, scorers=None) -> dict:
+    """Evaluate an unlearning run's model (in memory, or from ``model_dir``) into ``out_path``."""
+    from obliviate.evaluation.runner import evaluate
+
+    method = summary.get("method", {})
+    run_info = {"kind": "unlearn", "method": method.get("name"), "method_details": method,
+                "output_dir": cfg.output_dir, "config": config_to_dict(cfg)}
+    return evaluate(str(cfg.output_dir) + "/model", eval_benchmark(cfg), out_path, settings=eval_settings(cfg),
+                    dtype=cfg.model.dtype, template=cfg.model.template, system_prompt=cfg.model.system_prompt,
+                    retain_model=cfg.eval.retain_model, retain_results=cfg.eval.retain_results, run_info=run_info,
+                    seed=cfg.train.seed, model=model, tokenizer=tokenizer if model is not None else None,
+                    model_path=None if model is not None else model_dir, scorers=scorers)
 
 
 def unlearn(cfg: UnlearnConfig, *, resume: bool = False) -> RunResult:

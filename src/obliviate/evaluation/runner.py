@@ -1,0 +1,215 @@
+"""Evaluate a model on a benchmark and write a self-describing ``results.json`` (docs/results.md).
+
+Benchmarks:
+
+``tofu``       a TOFU folder (either layout) or the hub id ``locuslab/TOFU``, with a forget split and task
+``synthetic``  a folder written by ``obliviate synth``
+``files``      explicit files: ``forget=…``, ``retain=…`` and any utility sets (real-world layout included)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from obliviate import __version__
+from obliviate.data.formatting import PromptFormatter
+from obliviate.data.loading import load_qa, parse_records, read_rows
+from obliviate.errors import DataError, ObliviateError
+from obliviate.evaluation.suite import EvalSet, EvalSettings, Scorers, evaluate_model, forget_truth_x
+
+SCHEMA_VERSION = 1
+BENCHMARKS = ("tofu", "synthetic", "files")
+
+
+@dataclass
+class BenchmarkSpec:
+    kind: str = "tofu"                  # tofu | synthetic | files
+    source: str | None = None           # TOFU folder / hub id, or synthetic folder
+    split: str = "forget05"
+    task: int = 1
+    files: dict[str, str] = field(default_factory=dict)   # kind "files": set name -> file
+    real_world: bool = False
+
+
+@dataclass
+class LoadedBenchmark:
+    sets: list[EvalSet]
+    info: dict
+    files: list[Path]
+
+
+def _utility_records(path: Path):
+    """A utility file: TOFU-style rows with ``original_answer`` get the real-world convention (tofu.py)."""
+    from obliviate.benchmarks.tofu import _normalise_utility
+    return parse_records(_normalise_utility(read_rows(path)), layout="tofu")
+
+
+def load_benchmark(spec: BenchmarkSpec) -> LoadedBenchmark:
+    """The evaluation sets of a benchmark, with a description and the local files they came from."""
+    if spec.kind not in BENCHMARKS:
+        raise ObliviateError(f"unknown benchmark '{spec.kind}'; valid: {', '.join(BENCHMARKS)}")
+    if spec.kind == "tofu":
+        from obliviate.benchmarks.tofu import load_tofu
+        if not spec.source:
+            raise ObliviateError("the tofu benchmark needs a source: a TOFU folder or locuslab/TOFU")
+        s = load_tofu(spec.source, spec.split, task=spec.task)
+        named = {"forget": s.forget_eval, "retain": s.retain_eval, "real_authors": s.real_authors,
+                 "world_facts": s.world_facts}
+        sets = [EvalSet(name, rows) for name, rows in named.items() if rows]
+        missing = [name for name, rows in named.items() if not rows]
+        files = []
+        if Path(spec.source).is_dir():
+            stems = [f"{spec.split}_perturbed", "retain_perturbed", "real_authors_perturbed",
+                     "world_facts_perturbed"]
+            files = [p for stem in stems for p in Path(spec.source).glob(f"{stem}.json*")]
+        info = {"name": "tofu", "source": spec.source, "forget_split": spec.split, "task": spec.task,
+                "layout": s.layout, "missing_sets": missing}
+        return LoadedBenchmark(sets, info, files)
+    if spec.kind == "synthetic":
+        from obliviate.benchmarks.synthetic import load_manifest
+        folder = Path(spec.source or "")
+        manifest = load_manifest(folder)
+        paths = {"forget": folder / "forget_perturbed.json", "retain": folder / "retain_perturbed.json",
+                 "real_authors": folder / "real_authors_perturbed.json",
+                 "world_facts": folder / "world_facts_perturbed.json"}
+        sets = [EvalSet(name, _utility_records(p) if name in ("real_authors", "world_facts") else load_qa(p))
+                for name, p in paths.items()]
+        info = {"name": "synthetic", "source": str(folder), "seed": manifest.get("seed"),
+                "authors": manifest.get("authors"), "facts": manifest.get("facts")}
+        return LoadedBenchmark(sets, info, list(paths.values()))
+    if not spec.files:
+        raise ObliviateError("the files benchmark needs at least one set, e.g. forget=forget.json")
+    sets = []
+    for name, path in spec.files.items():
+        kind = "forget" if name == "forget" else "retain" if name == "retain" else "utility"
+        rows = _utility_records(Path(path)) if kind == "utility" else load_qa(path)
+        sets.append(EvalSet(name, rows, kind))
+    info = {"name": "files", "files": dict(spec.files), "real_world": spec.real_world}
+    return LoadedBenchmark(sets, info, [Path(p) for p in spec.files.values()])
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment() -> dict:
+    import transformers
+    return {"obliviate": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+            "git_commit": _git_commit()}
+
+
+def write_json_atomic(path: Path, data: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, ensure_ascii=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def retain_truth_x_from_results(path: str | Path, forget_questions: list[str]) -> list[float]:
+    """The forget-set truth-ratio values of a retain model from its ``results.json``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError("retain results not found", path=str(path)) from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"not valid JSON ({exc.msg})", path=str(path), line=exc.lineno) from None
+    try:
+        items = data["sets"]["forget"]["items"]
+        values = {it["question"]: it["truth_ratio_x"] for it in items}
+    except (KeyError, TypeError):
+        raise DataError("has no per-item forget results", path=str(path), field="sets.forget.items") from None
+    missing = [q for q in forget_questions if values.get(q) is None]
+    if missing:
+        raise DataError(f"lacks truth-ratio values for {len(missing)} of the evaluated forget questions "
+                        f"(first: {missing[0][:60]!r}); evaluate the retain model on the same split and set size",
+                        path=str(path), field="sets.forget.items")
+    return [values[q] for q in forget_questions]
+
+
+def evaluate(model_spec: str, benchmark: BenchmarkSpec, out_path: str | Path, *,
+             settings: EvalSettings | None = None, dtype: str = "auto", template: str = "chat",
+             system_prompt: str | None = None, retain_model: str | None = None,
+             retain_results: str | Path | None = None, run_info: dict | None = None,
+             scorers: Scorers | None = None, seed: int = 0, model=None, tokenizer=None,
+             model_path: str | Path | None = None) -> dict:
+    """Evaluate ``model_spec`` and write ``out_path``.
+
+    The model is ``model``/``tokenizer`` when given (already in memory), else loaded from ``model_path`` when
+    given, else from ``model_spec``; ``model_spec`` is what the record names either way.
+    """
+    from obliviate.models import load_model
+
+    settings = settings or EvalSettings()
+    loaded = load_benchmark(benchmark)
+    settings.real_world = settings.real_world or benchmark.real_world
+    scorers = scorers or Scorers.load(settings)
+    torch.manual_seed(seed)
+    if model is None:
+        model, tokenizer = load_model(str(model_path or model_spec), dtype=dtype)
+    formatter = PromptFormatter(tokenizer, template, system_prompt=system_prompt)
+
+    forget_set = next((s for s in loaded.sets if s.kind == "forget"), None)
+    retain_x, fq_reason = None, None
+    if forget_set is not None:
+        questions = [r.question for r in forget_set.records[: settings.set_size or None]]
+        if retain_results is not None:
+            retain_x = retain_truth_x_from_results(retain_results, questions)
+        elif retain_model is not None:
+            r_model, r_tok = load_model(retain_model, dtype=dtype)
+            retain_x = forget_truth_x(r_model, PromptFormatter(r_tok, template, system_prompt=system_prompt),
+                                      forget_set, settings)
+            del r_model
+        else:
+            fq_reason = "no retain model: pass --retain-model or --retain-results"
+    body = evaluate_model(model, formatter, loaded.sets, scorers=scorers, settings=settings,
+                          retain_truth_x=retain_x, fq_reason=fq_reason)
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "model": {"spec": model_spec, "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+                  "template": template},
+        "run": run_info or {},
+        "benchmark": loaded.info,
+        "environment": environment(),
+        "seed": seed,
+        "data_hashes": {p.name: _sha256(p) for p in loaded.files if p.is_file()},
+        "settings": {**asdict(settings), **scorers.settings,
+                     "retain_model": retain_model, "retain_results": str(retain_results) if retain_results else None},
+        **body,
+    }
+    write_json_atomic(Path(out_path), record)
+    return record

@@ -1,0 +1,244 @@
+"""The evaluation pass: six metrics on each evaluation set, computed the way the paper computes them.
+
+One pass over a model per set: greedy generations (batched, sorted by length, left-padded, KV cache on) and
+every answer likelihood the metrics need — answer, paraphrase, perturbed answers — scored together in one batched
+call (sorted by length, so batches hold similar lengths). The embedding and NLI models are loaded once per run
+(:class:`Scorers`) and reused for every set and every model.
+
+Which answer is compared with what (SPEC §2):
+
+* forget / retain sets: ROUGE, Probability and Cosine similarity against ``answer``; Truth ratio between
+  ``paraphrased_answer`` and the ``perturbed_answers``; Probability is P(a|q).
+* utility sets (real authors, world facts): ROUGE, Probability and Truth ratio use the short answer
+  (``eval_answer``); Probability is normalised over the answer and its perturbed options; Cosine similarity
+  and entailment use the full-sentence answer (``answer``).
+* Entailment premise/hypothesis: forget set — generation entails reference; other TOFU sets — reference entails
+  generation; real-world scenario — generation entails reference on every set.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from obliviate.data.formatting import PromptFormatter
+from obliviate.data.records import QARecord
+from obliviate.evaluation import aggregates as agg
+from obliviate.evaluation import metrics as M
+from obliviate.evaluation.scorers import DEFAULT_EMBEDDING_MODEL, DEFAULT_NLI_MODEL, Embedder, NLIScorer, Unavailable
+from obliviate.errors import ObliviateError
+from obliviate.generation import generate_answers
+from obliviate.likelihood import sequence_logprobs
+
+SET_KINDS = {"forget": "forget", "retain": "retain", "real_authors": "utility", "world_facts": "utility"}
+SIX = ("rouge_l", "probability", "truth_ratio", "token_entropy", "cosine_similarity", "entailment")
+
+
+@dataclass
+class EvalSet:
+    """One evaluation set: ``name`` is forget / retain / real_authors / world_facts (or any name with a kind)."""
+
+    name: str
+    records: list[QARecord]
+    kind: str = ""
+
+    def __post_init__(self):
+        if not self.kind:
+            self.kind = SET_KINDS.get(self.name, "retain")
+        if self.kind not in ("forget", "retain", "utility"):
+            raise ValueError(f"set kind must be forget, retain or utility, got {self.kind!r}")
+
+
+@dataclass
+class EvalSettings:
+    max_new_tokens: int = 200          # the paper's generation length limit
+    batch_size: int = 16
+    set_size: int | None = None        # first N rows of each set; None = all rows (the paper used 300)
+    embedding_model: str | None = DEFAULT_EMBEDDING_MODEL
+    nli_model: str | None = DEFAULT_NLI_MODEL
+    real_world: bool = False           # entailment direction of the real-world scenario
+
+
+@dataclass
+class Scorers:
+    """The models behind metrics (embeddings, NLI), loaded once per run; either may be unavailable, with the reason."""
+
+    embedder: Embedder | Unavailable
+    nli: NLIScorer | Unavailable
+    settings: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, settings: EvalSettings) -> "Scorers":
+        info: dict = {"embedding_model": settings.embedding_model, "nli_model": settings.nli_model}
+        if settings.embedding_model is None:
+            embedder: Embedder | Unavailable = Unavailable("no embedding model configured")
+        else:
+            try:
+                embedder = Embedder.load(settings.embedding_model)
+                info.update({f"embedding_{k}": v for k, v in embedder.describe().items()})
+            except ObliviateError as exc:
+                embedder = Unavailable(str(exc))
+        nli = NLIScorer.load(settings.nli_model) if settings.nli_model else Unavailable("no NLI model configured")
+        if isinstance(embedder, Unavailable):
+            info["embedding_unavailable"] = embedder.reason
+        if isinstance(nli, Unavailable):
+            info["nli_unavailable"] = nli.reason
+        return cls(embedder=embedder, nli=nli, settings=info)
+
+
+def _likelihood_examples(formatter: PromptFormatter, pairs: Sequence[tuple[str, str]]) -> list[dict]:
+    out = []
+    for q, a in pairs:
+        enc = formatter.encode(q, a)
+        out.append({"input_ids": enc.input_ids, "labels": enc.labels})
+    return out
+
+
+def _mean_logps(model, formatter, pairs, batch_size) -> list[float]:
+    """Mean token log-prob of each answer given its question (−ℓ̄ in SPEC notation)."""
+    sums, counts = sequence_logprobs(model, _likelihood_examples(formatter, pairs),
+                                     pad_token_id=formatter.tokenizer.pad_token_id, batch_size=batch_size)
+    return [s / max(c, 1) for s, c in zip(sums, counts)]
+
+
+def _set_likelihoods(model, formatter: PromptFormatter, records: Sequence[QARecord], kind: str,
+                     batch_size: int) -> tuple[list[float], list[float], list[list[float]]]:
+    """Mean token log-probs of each item's answer, paraphrase and perturbed answers, in one batched call.
+
+    On utility sets the (short) answer itself plays the paraphrase's part (SPEC §2).
+    """
+    pairs: list[tuple[str, str]] = [(r.question, r.eval_answer) for r in records]
+    para_at: list[int | None] = []
+    pert_at: list[list[int]] = []
+    for r in records:
+        if kind != "utility" and r.paraphrased_answer is not None:
+            para_at.append(len(pairs))
+            pairs.append((r.question, r.paraphrased_answer))
+        else:
+            para_at.append(None)
+        pert_at.append(list(range(len(pairs), len(pairs) + len(r.perturbed_answers))))
+        pairs += [(r.question, p) for p in r.perturbed_answers]
+    mean_logp = _mean_logps(model, formatter, pairs, batch_size)
+    answer_lp = mean_logp[: len(records)]
+    para_lp = [mean_logp[j] if j is not None else answer_lp[i] for i, j in enumerate(para_at)]
+    pert_lp = [[mean_logp[j] for j in js] for js in pert_at]
+    return answer_lp, para_lp, pert_lp
+
+
+def _truth_x(para_lp: list[float], pert_lp: list[list[float]]) -> list[float] | None:
+    if not all(pert_lp):
+        return None
+    return M.truth_ratio_x([-v for v in para_lp], [[-v for v in ps] for ps in pert_lp])
+
+
+def forget_truth_x(model, formatter: PromptFormatter, eval_set: EvalSet, settings: EvalSettings) -> list[float]:
+    """Per-item truth-ratio values of a set (what Forget Quality compares), without generating."""
+    records = eval_set.records[: settings.set_size] if settings.set_size else list(eval_set.records)
+    _, para_lp, pert_lp = _set_likelihoods(model, formatter, records, eval_set.kind, settings.batch_size)
+    xs = _truth_x(para_lp, pert_lp)
+    if xs is None:
+        raise ObliviateError(f"set '{eval_set.name}' has no perturbed answers: Forget Quality needs them")
+    return xs
+
+
+def evaluate_set(model, formatter: PromptFormatter, eval_set: EvalSet, scorers: Scorers,
+                 settings: EvalSettings) -> dict:
+    """Per-item values and set-level metrics of one set, in the shape of ``results.json``'s ``sets`` entries."""
+    rows_available = len(eval_set.records)
+    records = eval_set.records[: settings.set_size] if settings.set_size else list(eval_set.records)
+    if not records:
+        raise ObliviateError(f"evaluation set '{eval_set.name}' is empty")
+    kind = eval_set.kind
+    questions = [r.question for r in records]
+    short = [r.eval_answer for r in records]
+    sentence = [r.answer for r in records]
+
+    generations = generate_answers(model, formatter, questions, max_new_tokens=settings.max_new_tokens,
+                                   batch_size=settings.batch_size)
+
+    answer_lp, para_lp, pert_lp = _set_likelihoods(model, formatter, records, kind, settings.batch_size)
+
+    rouge = M.rouge_recall(generations, short)
+    if kind == "utility":
+        probability = M.normalized_probability_items(answer_lp, pert_lp)
+    else:
+        probability = [math.exp(lp) for lp in answer_lp]
+    truth_x = _truth_x(para_lp, pert_lp)
+    entropy = M.token_entropy(generations, formatter.tokenizer)
+
+    metrics: dict[str, dict] = {}
+
+    def put(name: str, value: float | None, reason: str | None = None) -> None:
+        entry = {"value": value, "higher_is_better": M.higher_is_better(name, kind)}
+        if value is None:
+            entry.update({"available": False, "reason": reason})
+        metrics[name] = entry
+
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    put("rouge_l", mean(rouge["rouge_l"]))
+    put("rouge1", mean(rouge["rouge1"]))
+    put("probability", mean(probability))
+    if truth_x is None:
+        put("truth_ratio", None, "the set has no perturbed answers")
+    else:
+        put("truth_ratio", M.truth_ratio_forget(truth_x) if kind == "forget" else M.truth_ratio_other(truth_x))
+    put("token_entropy", mean(entropy))
+
+    cosine = None
+    if isinstance(scorers.embedder, Unavailable):
+        put("cosine_similarity", None, scorers.embedder.reason)
+    else:
+        cosine = scorers.embedder.cosine(generations, sentence)
+        put("cosine_similarity", mean(cosine))
+
+    entail = None
+    if isinstance(scorers.nli, Unavailable):
+        put("entailment", None, scorers.nli.reason)
+    else:
+        gen_premise = kind == "forget" or settings.real_world
+        premises, hypotheses = (generations, sentence) if gen_premise else (sentence, generations)
+        entail = M.entailment_items(scorers.nli.entails(premises, hypotheses, batch_size=settings.batch_size),
+                                    rouge["rouge_l"])
+        put("entailment", mean(entail))
+
+    items = []
+    for i, r in enumerate(records):
+        items.append({
+            "question": r.question, "reference": short[i], "generation": generations[i],
+            "rouge_l": rouge["rouge_l"][i], "rouge1": rouge["rouge1"][i], "probability": probability[i],
+            "truth_ratio_x": truth_x[i] if truth_x is not None else None,
+            "token_entropy": entropy[i],
+            "cosine_similarity": cosine[i] if cosine is not None else None,
+            "entailment": entail[i] if entail is not None else None,
+        })
+    return {"size": len(records), "rows_available": rows_available, "kind": kind, "metrics": metrics,
+            "items": items}
+
+
+def aggregates(sets: dict[str, dict], *, retain_truth_x: list[float] | None = None,
+               fq_reason: str = "no retain model: pass --retain-model or --retain-results") -> dict[str, dict]:
+    """MU (18 numbers), MU-TOFU (9), MU-retain (6), FE and FQ from the ``sets`` section."""
+    values = {name: {m: s["metrics"][m]["value"] for m in SIX if m in s["metrics"]} for name, s in sets.items()}
+    out = {
+        "model_utility": agg.model_utility(values),
+        "model_utility_tofu": agg.model_utility_tofu(values),
+        "model_utility_retain": agg.model_utility_retain(values),
+    }
+    forget = sets.get("forget")
+    if forget is not None:
+        out["forget_efficacy"] = agg.forget_efficacy(values["forget"])
+        unlearned_x = [it["truth_ratio_x"] for it in forget["items"]]
+        if any(x is None for x in unlearned_x):
+            unlearned_x = None
+        out["forget_quality"] = agg.forget_quality(unlearned_x, retain_truth_x, reason_if_missing=fq_reason)
+    return {name: a.to_dict() for name, a in out.items()}
+
+
+def evaluate_model(model, formatter: PromptFormatter, sets: Sequence[EvalSet], *, scorers: Scorers,
+                   settings: EvalSettings, retain_truth_x: list[float] | None = None,
+                   fq_reason: str | None = None) -> dict:
+    """The ``sets`` and ``aggregates`` sections of a results record for one model."""
+    out_sets = {s.name: evaluate_set(model, formatter, s, scorers, settings) for s in sets}
+    kwargs = {"fq_reason": fq_reason} if fq_reason else {}
+    return {"sets": out_sets, "aggregates": aggregates(out_sets, retain_truth_x=retain_truth_x, **kwargs)}
