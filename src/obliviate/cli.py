@@ -146,6 +146,42 @@ def _print_results_summary(results: dict) -> None:
         print(f"{name:<22} {value:>10}  {extra}")
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    """Run several configs in order (finished runs are reused), then one report over every evaluated run."""
+    import yaml
+
+    from obliviate.config import load_config
+    from obliviate.reporting import write_report
+    from obliviate.training.run import finetune, is_complete, unlearn
+
+    # Validate every config before running any, so a typo in the last one doesn't waste the first ones' hours.
+    plans = []
+    for path in args.configs:
+        try:
+            kind = (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}).get("kind", "unlearn")
+        except (OSError, yaml.YAMLError) as exc:
+            raise ObliviateError(f"{path}: cannot read config ({exc})") from None
+        plans.append((path, kind, load_config(kind, path, args.overrides)))
+    evaluated = []
+    for i, (path, kind, cfg) in enumerate(plans, 1):
+        out = Path(cfg.output_dir)
+        print(f"[{i}/{len(plans)}] {path} → {out}", flush=True)
+        if is_complete(out):
+            print("   finished before: reused")
+        else:
+            (unlearn if kind == "unlearn" else finetune)(cfg, resume=args.resume)
+        if (out / "results.json").is_file():
+            evaluated.append(out)
+    if not evaluated:
+        print("no run was evaluated; no report written")
+        return 0
+    markdown = str(Path(args.report).with_suffix(".md"))
+    write_report(evaluated, args.report, markdown_out=markdown, title=args.title)
+    print(Path(markdown).read_text(encoding="utf-8"))
+    print(f"report written to {args.report}")
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from obliviate.reporting import write_report
 
@@ -220,6 +256,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_eval)
 
+    p = sub.add_parser("sweep", help="run several configs (finished runs reused), then one report over them")
+    p.add_argument("configs", nargs="+", metavar="CONFIG", help="YAML configs, e.g. configs/tofu/*_forget05.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override applied to every config, e.g. --set eval.retain_results=runs/retain95")
+    p.add_argument("--report", default="report.html", help="HTML report to write (default report.html)")
+    p.add_argument("--title", default="Unlearning sweep")
+    p.add_argument("--resume", action="store_true", help="resume interrupted runs from their checkpoints")
+    p.set_defaults(func=_cmd_sweep)
+
     p = sub.add_parser("report", help="HTML + Markdown report comparing evaluated runs")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders or results.json files")
     p.add_argument("--out", default="report.html", help="HTML file to write (default report.html)")
@@ -227,7 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default="Unlearning report")
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("demo", help="synthetic benchmark → fine-tune → unlearn (ME+GD, IDK+AP) → before/after")
+    # -- scenario commands: each module adds its own subcommand (one line each) --
+
+    p = sub.add_parser("demo", help="synthetic benchmark → target + retain models → unlearn (ME+GD, IDK+AP) → evaluate → report")
     p.add_argument("--out", default="demo_runs", help="working folder; finished steps are reused (default demo_runs)")
     p.add_argument("--model", default=None, help="model to start from (default: the built-in SmolLM2-135M)")
     p.add_argument("--fresh", action="store_true", help="redo every step instead of reusing finished ones")

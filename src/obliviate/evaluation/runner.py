@@ -73,7 +73,7 @@ def load_benchmark(spec: BenchmarkSpec) -> LoadedBenchmark:
                      "world_facts_perturbed"]
             files = [p for stem in stems for p in Path(spec.source).glob(f"{stem}.json*")]
         info = {"name": "tofu", "source": spec.source, "forget_split": spec.split, "task": spec.task,
-                "layout": s.layout, "missing_sets": missing}
+                "layout": s.layout, "missing_sets": missing, "real_world": spec.real_world}
         return LoadedBenchmark(sets, info, files)
     if spec.kind == "synthetic":
         from obliviate.benchmarks.synthetic import load_manifest
@@ -85,7 +85,7 @@ def load_benchmark(spec: BenchmarkSpec) -> LoadedBenchmark:
         sets = [EvalSet(name, _utility_records(p) if name in ("real_authors", "world_facts") else load_qa(p))
                 for name, p in paths.items()]
         info = {"name": "synthetic", "source": str(folder), "seed": manifest.get("seed"),
-                "authors": manifest.get("authors"), "facts": manifest.get("facts")}
+                "authors": manifest.get("authors"), "facts": manifest.get("facts"), "real_world": spec.real_world}
         return LoadedBenchmark(sets, info, list(paths.values()))
     if not spec.files:
         raise ObliviateError("the files benchmark needs at least one set, e.g. forget=forget.json")
@@ -160,7 +160,7 @@ def retain_truth_x_from_results(path: str | Path, forget_questions: list[str]) -
     return [values[q] for q in forget_questions]
 
 
-def evaluate(model_spec: str, benchmark: BenchmarkSpec, out_path: str | Path, *,
+def evaluate(model_spec: str, benchmark: BenchmarkSpec | LoadedBenchmark, out_path: str | Path, *,
              settings: EvalSettings | None = None, dtype: str = "auto", template: str = "chat",
              system_prompt: str | None = None, retain_model: str | None = None,
              retain_results: str | Path | None = None, run_info: dict | None = None,
@@ -174,8 +174,8 @@ def evaluate(model_spec: str, benchmark: BenchmarkSpec, out_path: str | Path, *,
     from obliviate.models import load_model
 
     settings = settings or EvalSettings()
-    loaded = load_benchmark(benchmark)
-    settings.real_world = settings.real_world or benchmark.real_world
+    loaded = benchmark if isinstance(benchmark, LoadedBenchmark) else load_benchmark(benchmark)
+    settings.real_world = settings.real_world or bool(loaded.info.get("real_world"))
     scorers = scorers or Scorers.load(settings)
     torch.manual_seed(seed)
     if model is None:

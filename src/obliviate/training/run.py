@@ -196,23 +196,26 @@ def _save(trainer: UnlearningTrainer, tokenizer, model_dir: Path, merge_lora: bo
 class _EpochEvaluation(TrainerCallback):
     """Evaluates the model after every epoch into ``eval/epoch_N.json`` (``eval.every_epoch``)."""
 
-    def __init__(self, cfg: UnlearnConfig, tokenizer, folder: Path, summary: dict, scorers):
-        self.cfg, self.tokenizer, self.folder, self.summary, self.scorers = cfg, tokenizer, folder, summary, scorers
+    def __init__(self, cfg: UnlearnConfig, tokenizer, folder: Path, summary: dict, scorers, benchmark=None):
+        self.cfg, self.tokenizer, self.folder, self.summary = cfg, tokenizer, folder, summary
+        self.scorers, self.benchmark = scorers, benchmark
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         if state.is_world_process_zero and model is not None:
             epoch = int(round(state.epoch))
             evaluate_run(self.cfg, self.folder / f"epoch_{epoch}.json", self.summary,
-                         model=getattr(model, "module", model), tokenizer=self.tokenizer, scorers=self.scorers)
+                         model=getattr(model, "module", model), tokenizer=self.tokenizer, scorers=self.scorers,
+                         benchmark=self.benchmark)
         return control
 
 
 def _train(cfg: RunConfig, *, kind: str, objective: TrainingObjective, forget: list[QARecord],
-           retain: list[QARecord], mask: bool, resume: bool, summary: dict) -> RunResult:
+           retain: list[QARecord], mask: bool, resume: bool, summary: dict, reference_spec: str | None = None,
+           benchmark=None) -> RunResult:
     partial = _prepare_output(cfg, resume)
     try:
         return _train_in(partial, cfg, kind=kind, objective=objective, forget=forget, retain=retain, mask=mask,
-                         resume=resume, summary=summary)
+                         resume=resume, summary=summary, reference_spec=reference_spec, benchmark=benchmark)
     except BaseException:
         # Keep the partial folder only if it holds checkpoints to resume from; otherwise leave nothing behind.
         if not any((partial / "checkpoints").glob("checkpoint-*")):
@@ -221,7 +224,8 @@ def _train(cfg: RunConfig, *, kind: str, objective: TrainingObjective, forget: l
 
 
 def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingObjective, forget: list[QARecord],
-              retain: list[QARecord], mask: bool, resume: bool, summary: dict) -> RunResult:
+              retain: list[QARecord], mask: bool, resume: bool, summary: dict, reference_spec: str | None,
+              benchmark) -> RunResult:
     out = Path(cfg.output_dir)
     (partial / "config.yaml").write_text(yaml.safe_dump({"kind": kind, **config_to_dict(cfg)}, sort_keys=False))
     started = time.time()
@@ -233,7 +237,11 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
     dataset = UnlearningDataset(forget, retain, formatter, parts=objective.parts, mask=mask, refusals=refusals,
                                 seed=cfg.train.seed)
     reference = None
-    if objective.needs_reference and not cfg.lora.enabled:
+    if objective.needs_reference and reference_spec is not None:
+        from obliviate.models import frozen_copy, load_model
+        reference = frozen_copy(load_model(reference_spec, dtype=cfg.model.dtype,
+                                           trust_remote_code=cfg.model.trust_remote_code)[0])
+    elif objective.needs_reference and not cfg.lora.enabled:
         from obliviate.models import frozen_copy
         reference = frozen_copy(model)
     args = _training_arguments(cfg, partial, len(dataset))
@@ -245,7 +253,7 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
         from obliviate.evaluation.suite import Scorers
         scorers = Scorers.load(eval_settings(cfg))  # the embedding and NLI models, once per run
         if cfg.eval.every_epoch:
-            trainer.add_callback(_EpochEvaluation(cfg, tokenizer, partial / "eval", summary, scorers))
+            trainer.add_callback(_EpochEvaluation(cfg, tokenizer, partial / "eval", summary, scorers, benchmark))
     checkpoint = get_last_checkpoint(args.output_dir) if resume and os.path.isdir(args.output_dir) else None
     if resume and checkpoint is None:
         log.warning("no checkpoint found in %s; starting from the beginning", args.output_dir)
@@ -256,7 +264,7 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
         sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
         model_for_eval = None if sharded else trainer.accelerator.unwrap_model(trainer.model)
         evaluate_run(cfg, partial / "results.json", summary, model=model_for_eval, tokenizer=tokenizer,
-                     model_dir=partial / "model", scorers=scorers)
+                     model_dir=partial / "model", scorers=scorers, benchmark=benchmark)
 
     if trainer.is_world_process_zero():
         record = {"status": "complete", "kind": kind, **summary, "examples": len(dataset),
@@ -295,22 +303,28 @@ def eval_settings(cfg: UnlearnConfig):
 
 
 def evaluate_run(cfg: UnlearnConfig, out_path: Path, summary: dict, *, model=None, tokenizer=None,
-                 model_dir: Path | None = None, scorers=None) -> dict:
+                 model_dir: Path | None = None, scorers=None, benchmark=None) -> dict:
     """Evaluate an unlearning run's model (in memory, or from ``model_dir``) into ``out_path``."""
     from obliviate.evaluation.runner import evaluate
 
     method = summary.get("method", {})
     run_info = {"kind": "unlearn", "method": method.get("name"), "method_details": method,
                 "output_dir": cfg.output_dir, "config": config_to_dict(cfg)}
-    return evaluate(str(cfg.output_dir) + "/model", eval_benchmark(cfg), out_path, settings=eval_settings(cfg),
+    return evaluate(str(cfg.output_dir) + "/model", benchmark or eval_benchmark(cfg), out_path, settings=eval_settings(cfg),
                     dtype=cfg.model.dtype, template=cfg.model.template, system_prompt=cfg.model.system_prompt,
                     retain_model=cfg.eval.retain_model, retain_results=cfg.eval.retain_results, run_info=run_info,
                     seed=cfg.train.seed, model=model, tokenizer=tokenizer if model is not None else None,
                     model_path=None if model is not None else model_dir, scorers=scorers)
 
 
-def unlearn(cfg: UnlearnConfig, *, resume: bool = False) -> RunResult:
-    """Unlearn ``cfg.data``'s forget set from ``cfg.model`` with ``cfg.method``; returns where the model is."""
+def unlearn(cfg: UnlearnConfig, *, resume: bool = False, forget: list[QARecord] | None = None,
+            retain: list[QARecord] | None = None, reference: str | None = None, benchmark=None) -> RunResult:
+    """Unlearn ``cfg.data``'s forget set from ``cfg.model`` with ``cfg.method``; returns where the model is.
+
+    Scenario code may pass the training sets directly (``forget``/``retain`` instead of ``cfg.data``), a
+    ``reference`` model to load as the frozen reference (instead of a copy of the starting model), and the
+    ``benchmark`` to evaluate on (a BenchmarkSpec or LoadedBenchmark; default: inferred from ``cfg.data``).
+    """
     spec = resolve_method(cfg.method.name)
     m = cfg.method
     objective = TrainingObjective(
@@ -319,14 +333,19 @@ def unlearn(cfg: UnlearnConfig, *, resume: bool = False) -> RunResult:
         regularization_coeff=spec.regularization_coeff if m.regularization_coeff is None else m.regularization_coeff,
         params=ObjectiveParams(beta=m.beta, me_direction=m.me_direction))
     mask = spec.mask if m.mask is None else m.mask
-    forget, retain = load_unlearning_data(cfg)
+    if forget is None or retain is None:
+        loaded_forget, loaded_retain = load_unlearning_data(cfg)
+        forget = loaded_forget if forget is None else forget
+        retain = loaded_retain if retain is None else retain
     summary = {"method": {"name": spec.name, "forget": spec.forget, "regularizer": spec.regularizer,
                           "forget_coeff": objective.forget_coeff,
                           "regularization_coeff": objective.regularization_coeff, "mask": mask,
                           **asdict(objective.params)},
                "forget_items": len(forget), "retain_items": len(retain)}
+    if reference is not None:
+        summary["reference_model"] = reference
     return _train(cfg, kind="unlearn", objective=objective, forget=forget, retain=retain, mask=mask,
-                  resume=resume, summary=summary)
+                  resume=resume, summary=summary, reference_spec=reference, benchmark=benchmark)
 
 
 def finetune(cfg: FinetuneConfig, *, resume: bool = False) -> RunResult:
