@@ -1,0 +1,274 @@
+"""The real-world scenario's data (SPEC §3): strict loading, the shipped example, aggregates and configs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from obliviate.benchmarks.real_world import (
+    FQ_REASON,
+    example_folder,
+    is_real_world_folder,
+    load_real_world,
+    main,
+    real_world_aggregates,
+    write_example,
+)
+from obliviate.config import load_config
+from obliviate.errors import DataError, ObliviateError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """A writable copy of the shipped example."""
+    return write_example(tmp_path / "rw")
+
+
+# -- the shipped example ---------------------------------------------------------------------------------------
+
+
+def test_shipped_example_loads_with_the_documented_shape():
+    """3 forgotten people × 4 facts and 6 neighbours × 4 facts; one task per forgotten person, numbered 1..3."""
+    s = load_real_world()
+    assert is_real_world_folder(example_folder())
+    assert (len(s.forget), len(s.forget_eval), len(s.neighbor), len(s.neighbor_eval)) == (12, 12, 24, 24)
+    assert len(s.forget_people) == 3 and len(s.neighbor_people) == 6
+    assert not {p.casefold() for p in s.forget_people} & {p.casefold() for p in s.neighbor_people}
+    for person in s.forget_people + s.neighbor_people:
+        rows = [r for r in s.forget + s.neighbor if r.name == person]
+        assert len(rows) == 4, person
+    tasks = {r.name: {x.task_id for x in s.forget if x.name == r.name} for r in s.forget}
+    assert sorted(t for ids in tasks.values() for t in ids) == [1, 2, 3]
+
+
+def test_shipped_example_is_internally_consistent():
+    """Every evaluation row has a paraphrase and 3+ distinct wrong answers, none equal to the true ones, and
+    the question names the person it is about; evaluation compares with the short golden answer."""
+    s = load_real_world()
+    for base, pert in ((s.forget, s.forget_eval), (s.neighbor, s.neighbor_eval)):
+        for b, p in zip(base, pert):
+            assert (b.question, b.name, b.answer, b.golden_answer) == (p.question, p.name, p.answer, p.golden_answer)
+            assert p.paraphrased_answer and p.paraphrased_answer != p.golden_answer
+            assert len(p.perturbed_answers) >= 3 and len(set(p.perturbed_answers)) == len(p.perturbed_answers)
+            assert not {p.golden_answer, p.paraphrased_answer, p.answer} & set(p.perturbed_answers)
+            assert p.eval_answer == p.golden_answer and p.golden_answer != p.answer
+    for r in s.forget + s.neighbor:
+        assert r.name in r.question, r.question  # each question names the person it is about
+    questions = [r.question for r in s.forget + s.neighbor]
+    assert len(set(questions)) == len(questions)
+
+
+# -- strict loading ----------------------------------------------------------------------------------------------
+
+
+def test_missing_golden_answer_names_file_line_and_field(folder):
+    rows = _rows(folder / "neighbor.json")
+    del rows[2]["golden_answer"]
+    _write(folder / "neighbor.json", rows)
+    with pytest.raises(DataError) as err:
+        load_real_world(folder)
+    msg = str(err.value)
+    assert "neighbor.json, line 3, field 'golden_answer'" in msg and "real_world layout" in msg
+
+
+def test_missing_name_is_an_error_too(folder):
+    rows = _rows(folder / "forget.json")
+    rows[0]["name"] = ""
+    _write(folder / "forget.json", rows)
+    with pytest.raises(DataError, match=r"forget\.json, line 1, field 'name': must be a non-empty string"):
+        load_real_world(folder)
+
+
+def test_problems_in_two_files_are_reported_together(folder):
+    for name in ("forget.json", "neighbor_perturbed.json"):
+        rows = _rows(folder / name)
+        del rows[-1]["golden_answer"]
+        _write(folder / name, rows)
+    with pytest.raises(DataError) as err:
+        load_real_world(folder)
+    msg = str(err.value)
+    assert msg.startswith(str(folder)) and "2 files have problems" in msg
+    assert "forget.json, line 12, field 'golden_answer'" in msg
+    assert "neighbor_perturbed.json, line 24, field 'golden_answer'" in msg
+
+
+def test_a_person_in_both_sets_is_rejected(folder):
+    """Marie Curie (forgotten) added as a neighbour, consistently in both neighbour files."""
+    forget = _rows(folder / "forget_perturbed.json")[0]
+    extra = {**forget, "name": "  marie   CURIE ", "question": "What did Marie Curie study in Paris?"}
+    extra.pop("task_id")
+    _write(folder / "neighbor_perturbed.json", _rows(folder / "neighbor_perturbed.json") + [extra])
+    base = {k: v for k, v in extra.items() if k not in ("paraphrased_answer", "perturbed_answer")}
+    _write(folder / "neighbor.json", _rows(folder / "neighbor.json") + [base])
+    with pytest.raises(DataError) as err:
+        load_real_world(folder)
+    msg = str(err.value)
+    assert "forget.json, line 1, field 'name': 'Marie Curie' is also a neighbour" in msg
+    assert "neighbor.json" in msg and "line 25" in msg
+
+
+def test_perturbed_file_with_another_question_is_rejected(folder):
+    rows = _rows(folder / "forget_perturbed.json")
+    rows[1]["question"] = "Which element did Marie Curie name after Poland?"
+    _write(folder / "forget_perturbed.json", rows)
+    with pytest.raises(DataError) as err:
+        load_real_world(folder)
+    msg = str(err.value)
+    assert "forget_perturbed.json, line 2, field 'question'" in msg and "forget.json line 2" in msg
+
+
+def test_perturbed_file_with_rows_in_another_order_is_rejected(folder):
+    rows = _rows(folder / "neighbor_perturbed.json")
+    rows[0], rows[1] = rows[1], rows[0]
+    _write(folder / "neighbor_perturbed.json", rows)
+    with pytest.raises(DataError, match=r"neighbor_perturbed\.json, line 1, field 'question'.*same order"):
+        load_real_world(folder)
+
+
+def test_perturbed_file_with_a_row_missing_is_rejected(folder):
+    _write(folder / "forget_perturbed.json", _rows(folder / "forget_perturbed.json")[:-1])
+    with pytest.raises(DataError, match=r"has 11 rows but forget\.json has 12"):
+        load_real_world(folder)
+
+
+def test_perturbed_row_needs_paraphrase_and_wrong_answers(folder):
+    rows = _rows(folder / "neighbor_perturbed.json")
+    del rows[4]["perturbed_answer"]
+    del rows[6]["paraphrased_answer"]
+    _write(folder / "neighbor_perturbed.json", rows)
+    with pytest.raises(DataError) as err:
+        load_real_world(folder)
+    msg = str(err.value)
+    assert "2 problems" in msg
+    assert "neighbor_perturbed.json, line 5, field 'perturbed_answer'" in msg
+    assert "neighbor_perturbed.json, line 7, field 'paraphrased_answer'" in msg
+
+
+def test_missing_files_and_wrong_sources_are_clear(folder, tmp_path):
+    (folder / "neighbor_perturbed.json").unlink()
+    assert not is_real_world_folder(folder)
+    with pytest.raises(DataError, match=r"missing neighbor_perturbed\.json"):
+        load_real_world(folder)
+    with pytest.raises(DataError, match="folder not found"):
+        load_real_world(tmp_path / "nowhere")
+    with pytest.raises(DataError, match="is a file"):
+        load_real_world(folder / "forget.json")
+
+
+def test_jsonl_suffix_and_json_arrays_are_accepted(folder):
+    (folder / "forget.json").rename(folder / "forget.jsonl")
+    rows = _rows(folder / "neighbor.json")
+    (folder / "neighbor.json").write_text(json.dumps(rows), encoding="utf-8")
+    s = load_real_world(folder)
+    assert s.files["forget"].name == "forget.jsonl" and len(s.neighbor) == 24
+
+
+# -- writing the example -----------------------------------------------------------------------------------------
+
+
+def test_write_example_refuses_to_replace_other_files(tmp_path, capsys):
+    target = tmp_path / "ex"
+    assert main([str(target)]) == 0
+    assert "12 forget rows" in capsys.readouterr().out
+    assert main([str(target)]) == 0  # the same content again is not a clash
+    (target / "forget.json").write_text("{}\n", encoding="utf-8")
+    assert main([str(target)]) == 2
+    assert "forget.json" in capsys.readouterr().err
+    with pytest.raises(ObliviateError):
+        write_example(target)
+    assert main([str(target), "--force"]) == 0
+    assert len(load_real_world(target).forget) == 12
+
+
+# -- aggregates --------------------------------------------------------------------------------------------------
+
+
+def _sets(forget: dict, neighbor: dict | None) -> dict:
+    out = {"forget": {"metrics": {m: {"value": v} for m, v in forget.items()}}}
+    if neighbor is not None:
+        out["neighbor"] = {"metrics": {m: {"value": v} for m, v in neighbor.items()}}
+    return out
+
+
+FORGET = {"rouge_l": 0.2, "probability": 0.1, "truth_ratio": 0.3, "token_entropy": 0.9,
+          "cosine_similarity": 0.4, "entailment": None}
+
+
+def test_aggregates_partial_mu_over_the_neighbour_set():
+    """Neighbour metrics 0.5, 0.25, 0.5, 1.0, 0.5 and no entailment: MU = 5 / (2 + 4 + 2 + 1 + 2) = 5/11.
+    FE = 1 − mean(0.2, 0.1, 0.3, 0.4) = 0.75 (token entropy excluded, entailment unavailable)."""
+    neighbor = {"rouge_l": 0.5, "probability": 0.25, "truth_ratio": 0.5, "token_entropy": 1.0,
+                "cosine_similarity": 0.5, "entailment": None}
+    a = real_world_aggregates(_sets(FORGET, neighbor))
+    mu = a["model_utility"]
+    assert mu["value"] == pytest.approx(5 / 11) and mu["available"] and mu["partial"]
+    assert mu["missing"] == ["neighbor.entailment"] and "neighbor.rouge_l" in mu["components"]
+    assert "real-world scenario" in mu["note"] and "5 of 6" in mu["note"]
+    assert a["model_utility_retain"]["value"] == pytest.approx(5 / 11)
+    fe = a["forget_efficacy"]
+    assert fe["value"] == pytest.approx(0.75) and fe["partial"] and fe["missing"] == ["forget.entailment"]
+    assert a["forget_quality"] == {"value": None, "higher_is_better": True, "available": False, "partial": False,
+                                   "components": ["forget.truth_ratio_x"], "missing": [], "reason": FQ_REASON}
+    assert a["model_utility_tofu"]["available"] is False and "neighbour" in a["model_utility_tofu"]["reason"]
+
+
+def test_aggregates_complete_mu_is_not_partial_and_a_zero_makes_it_zero():
+    """All six neighbour numbers 0.5 → MU 0.5, complete (the paper's real-world MU is exactly these six);
+    one of them 0 → MU 0, said in the note."""
+    full = dict.fromkeys(FORGET, 0.5)
+    mu = real_world_aggregates(_sets(FORGET, full))["model_utility"]
+    assert mu["value"] == pytest.approx(0.5) and mu["partial"] is False and mu["missing"] == []
+    zero = real_world_aggregates(_sets(FORGET, {**full, "truth_ratio": 0.0}))["model_utility"]
+    assert zero["value"] == 0.0 and "neighbor.truth_ratio is 0" in zero["note"]
+
+
+def test_aggregates_without_a_neighbour_set_say_so():
+    mu = real_world_aggregates(_sets(FORGET, None))["model_utility"]
+    assert mu["value"] is None and mu["available"] is False and "not evaluated" in mu["reason"]
+
+
+# -- configs -----------------------------------------------------------------------------------------------------
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("make_real_world_configs",
+                                                  ROOT / "scripts" / "make_real_world_configs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_real_world_configs_match_their_generator():
+    module = _generator()
+    expected = module.configs()
+    on_disk = {str(p.relative_to(ROOT / "configs")) for p in (ROOT / "configs" / "real_world").glob("*.yaml")}
+    assert on_disk == set(expected)
+    for rel, cfg in expected.items():
+        assert (ROOT / "configs" / rel).read_text() == module.render(cfg), rel
+
+
+@pytest.mark.parametrize("method", ["ME+GD", "IDK+AP", "GA+GD", "NPO+GD", "IDK+GD"])
+def test_real_world_configs_carry_the_paper_hyperparameters(method):
+    """SPEC §1: real-world lr 5e-6, ME+GD forget_coeff 0.5, everything else as on TOFU."""
+    cfg = load_config("unlearn", ROOT / "configs" / "real_world" / f"{method.lower().replace('+', '_')}.yaml")
+    t = cfg.train
+    assert cfg.method.name == method and cfg.eval.real_world is True
+    assert (t.learning_rate, t.num_epochs, t.batch_size, t.gradient_accumulation_steps) == (5e-6, 5, 4, 4)
+    assert (t.weight_decay, t.warmup_epochs, t.seed, cfg.method.beta) == (0.01, 1.0, 1001, 0.1)
+    assert cfg.method.forget_coeff == (0.5 if method == "ME+GD" else None)
+    assert cfg.method.regularization_coeff is None and cfg.method.mask is None
+    assert Path(cfg.data.forget).name == "forget.json" and Path(cfg.data.retain).name == "neighbor.json"
+    assert Path(cfg.data.forget).parent == Path(cfg.data.retain).parent
