@@ -234,8 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a model or run folder: six metrics per set, MU, FE, FQ")
     p.add_argument("--model", required=True, help="run folder, model folder, .gguf file, alias or hub id")
-    p.add_argument("--benchmark", default="tofu", choices=["tofu", "synthetic", "files"])
-    p.add_argument("--data", default=None, help="TOFU folder or locuslab/TOFU; synthetic benchmark folder")
+    p.add_argument("--benchmark", default="tofu", choices=["tofu", "synthetic", "real_world", "files"])
+    p.add_argument("--data", default=None,
+                   help="TOFU folder or locuslab/TOFU; synthetic or real-world folder (real_world: default the example)")
     p.add_argument("--split", default="forget05", help="TOFU forget split (forget01/05/10)")
     p.add_argument("--task", type=int, default=1, help="continual layout: the task that was forgotten")
     p.add_argument("--file", action="append", default=[], metavar="NAME=PATH",
@@ -273,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_report)
 
     # -- scenario commands: each module adds its own subcommand (one line each) --
+    __import__("obliviate.scenarios.continual", fromlist=["add_subcommand"]).add_subcommand(sub)
+    __import__("obliviate.evaluation.general", fromlist=["add_subcommand"]).add_subcommand(sub)
 
     p = sub.add_parser("demo", help="synthetic benchmark → target + retain models → unlearn (ME+GD, IDK+AP) → evaluate → report")
     p.add_argument("--out", default="demo_runs", help="working folder; finished steps are reused (default demo_runs)")

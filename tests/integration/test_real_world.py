@@ -88,7 +88,8 @@ def test_generation_is_the_entailment_premise_on_both_sets(tiny_model_dir, folde
     for name, rows in (("forget", s.forget_eval), ("neighbor", s.neighbor_eval)):
         generations = tuple(it["generation"] for it in record["sets"][name]["items"])
         assert generations in by_premises, f"{name}: the generations were not the premises"
-        assert by_premises[generations] == [r.answer for r in rows]
+        # The hypothesis is the golden answer, the reference of every real-world metric (SPEC §3).
+        assert by_premises[generations] == [r.golden_answer for r in rows]
         # Every pair entailed and ROUGE-L ≥ 0.1 → entailment score 1 on both sets.
         assert record["sets"][name]["metrics"]["entailment"]["value"] == pytest.approx(1.0)
 
@@ -110,6 +111,8 @@ def test_unlearning_from_the_cpu_config_evaluates_forget_and_neighbour_sets(tiny
     assert record["benchmark"]["forget_people"] == ["Marie Curie", "Charles Darwin", "Jane Austen"]
     assert record["settings"]["real_world"] is True and record["run"]["method"] == "ME+GD"
     aggregates = real_world_aggregates(record["sets"])
+    # The record carries the real-world aggregates, not TOFU's.
+    assert record["aggregates"] == aggregates
     # No embedding or NLI model: four of the six neighbour numbers, three of five forget numbers.
     assert aggregates["model_utility"]["available"] and aggregates["model_utility"]["partial"]
     assert set(aggregates["model_utility"]["missing"]) == {"neighbor.cosine_similarity", "neighbor.entailment"}

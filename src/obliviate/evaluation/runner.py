@@ -4,6 +4,7 @@ Benchmarks:
 
 ``tofu``       a TOFU folder (either layout) or the hub id ``locuslab/TOFU``, with a forget split and task
 ``synthetic``  a folder written by ``obliviate synth``
+``real_world`` a folder in the real-world layout (forget + neighbour people), or the shipped example
 ``files``      explicit files: ``forget=…``, ``retain=…`` and any utility sets (real-world layout included)
 """
 
@@ -28,7 +29,7 @@ from obliviate.errors import DataError, ObliviateError
 from obliviate.evaluation.suite import EvalSet, EvalSettings, Scorers, evaluate_model, forget_truth_x
 
 SCHEMA_VERSION = 1
-BENCHMARKS = ("tofu", "synthetic", "files")
+BENCHMARKS = ("tofu", "synthetic", "real_world", "files")
 
 
 @dataclass
@@ -75,6 +76,9 @@ def load_benchmark(spec: BenchmarkSpec) -> LoadedBenchmark:
         info = {"name": "tofu", "source": spec.source, "forget_split": spec.split, "task": spec.task,
                 "layout": s.layout, "missing_sets": missing, "real_world": spec.real_world}
         return LoadedBenchmark(sets, info, files)
+    if spec.kind == "real_world":
+        from obliviate.benchmarks.real_world import real_world_benchmark
+        return real_world_benchmark(spec.source)
     if spec.kind == "synthetic":
         from obliviate.benchmarks.synthetic import load_manifest
         folder = Path(spec.source or "")

@@ -288,6 +288,9 @@ def eval_benchmark(cfg: UnlearnConfig):
     folder = Path(d.forget).parent
     if (folder / "benchmark.json").is_file() and (folder / "forget_perturbed.json").is_file():
         return BenchmarkSpec(kind="synthetic", source=str(folder), real_world=cfg.eval.real_world)
+    from obliviate.benchmarks.real_world import is_real_world_folder, real_world_benchmark
+    if is_real_world_folder(folder):
+        return real_world_benchmark(folder)
     files = {"forget": d.forget}
     if d.retain:
         files["retain"] = d.retain
@@ -310,6 +313,7 @@ def evaluate_run(cfg: UnlearnConfig, out_path: Path, summary: dict, *, model=Non
     method = summary.get("method", {})
     run_info = {"kind": "unlearn", "method": method.get("name"), "method_details": method,
                 "output_dir": cfg.output_dir, "config": config_to_dict(cfg)}
+    run_info.update(summary.get("run_extra") or {})  # what a scenario records about the run (unlearn's run_extra)
     return evaluate(str(cfg.output_dir) + "/model", benchmark or eval_benchmark(cfg), out_path, settings=eval_settings(cfg),
                     dtype=cfg.model.dtype, template=cfg.model.template, system_prompt=cfg.model.system_prompt,
                     retain_model=cfg.eval.retain_model, retain_results=cfg.eval.retain_results, run_info=run_info,
@@ -318,12 +322,15 @@ def evaluate_run(cfg: UnlearnConfig, out_path: Path, summary: dict, *, model=Non
 
 
 def unlearn(cfg: UnlearnConfig, *, resume: bool = False, forget: list[QARecord] | None = None,
-            retain: list[QARecord] | None = None, reference: str | None = None, benchmark=None) -> RunResult:
+            retain: list[QARecord] | None = None, reference: str | None = None, benchmark=None,
+            run_extra: dict | None = None) -> RunResult:
     """Unlearn ``cfg.data``'s forget set from ``cfg.model`` with ``cfg.method``; returns where the model is.
 
     Scenario code may pass the training sets directly (``forget``/``retain`` instead of ``cfg.data``), a
     ``reference`` model to load as the frozen reference (instead of a copy of the starting model), and the
     ``benchmark`` to evaluate on (a BenchmarkSpec or LoadedBenchmark; default: inferred from ``cfg.data``).
+    ``run_extra`` entries are added to the ``run`` section of every results record (and kept in run.json under
+    ``run_extra``), e.g. ``{"continual": {"step": 2, ...}}``.
     """
     spec = resolve_method(cfg.method.name)
     m = cfg.method
@@ -344,6 +351,8 @@ def unlearn(cfg: UnlearnConfig, *, resume: bool = False, forget: list[QARecord] 
                "forget_items": len(forget), "retain_items": len(retain)}
     if reference is not None:
         summary["reference_model"] = reference
+    if run_extra:
+        summary["run_extra"] = dict(run_extra)
     return _train(cfg, kind="unlearn", objective=objective, forget=forget, retain=retain, mask=mask,
                   resume=resume, summary=summary, reference_spec=reference, benchmark=benchmark)
 
