@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from obliviate.errors import ObliviateError
+from obliviate.reporting.continual import continual_section
 from obliviate.reporting.results import ModelView, model_views, ordered_sets, set_title
 from obliviate.reporting.table import (
     DOWN,
@@ -171,6 +172,7 @@ def html_report(results_list: Sequence[Mapping[str, Any]], title: str = DEFAULT_
         _header_html(views, title, colors),
         _table_section(views, cols),
         _scatter_section(views, cols, colors),
+        continual_section(views),  # empty unless the records are the steps of a continual run
         _bars_section(views, cols, colors),
         _generations_section(views, colors, questions),
         _notes_section(views, cols),

@@ -1,0 +1,17 @@
+"""Scenarios built from single unlearning runs (SPEC §3).
+
+``continual``: the tasks of a split are forgotten one after another, each step starting from the previous
+step's model; see :mod:`obliviate.scenarios.continual` and docs/continual.md.
+"""
+
+from obliviate.scenarios.continual import (
+    ContinualConfig,
+    ContinualResult,
+    ContinualSettings,
+    load_continual_config,
+    plan_continual,
+    run_continual,
+)
+
+__all__ = ["ContinualConfig", "ContinualResult", "ContinualSettings", "load_continual_config", "plan_continual",
+           "run_continual"]
