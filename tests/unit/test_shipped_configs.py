@@ -21,8 +21,13 @@ def _kind(path: Path) -> str:
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
 def test_config_loads_and_validates(path):
-    cfg = load_config(_kind(path), path)
-    assert isinstance(cfg, UnlearnConfig if _kind(path) == "unlearn" else FinetuneConfig)
+    kind = _kind(path)
+    if kind == "continual":
+        from obliviate.scenarios.continual import ContinualConfig, load_continual_config
+        assert isinstance(load_continual_config(path), ContinualConfig)
+        return
+    cfg = load_config(kind, path)
+    assert isinstance(cfg, UnlearnConfig if kind == "unlearn" else FinetuneConfig)
 
 
 def test_paper_grid_is_complete():

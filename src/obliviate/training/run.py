@@ -291,6 +291,13 @@ def eval_benchmark(cfg: UnlearnConfig):
     from obliviate.benchmarks.real_world import is_real_world_folder, real_world_benchmark
     if is_real_world_folder(folder):
         return real_world_benchmark(folder)
+    # A folder in the TOFU file layout (forget.json beside forget_perturbed.json, retain_perturbed.json, and
+    # optionally the utility sets): evaluate on its perturbed files.
+    if (folder / "forget_perturbed.json").is_file():
+        files = {name: str(folder / f"{name}_perturbed.json")
+                 for name in ("forget", "retain", "real_authors", "world_facts")
+                 if (folder / f"{name}_perturbed.json").is_file()}
+        return BenchmarkSpec(kind="files", files=files, real_world=cfg.eval.real_world)
     files = {"forget": d.forget}
     if d.retain:
         files["retain"] = d.retain
