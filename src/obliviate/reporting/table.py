@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from obliviate.reporting.general import general_markdown
 from obliviate.reporting.results import (
     AGGREGATES,
     METRICS,
@@ -202,7 +203,8 @@ def markdown_table(results_list: Sequence[Mapping[str, Any]]) -> str:
     if conflicts:
         names = ", ".join(c.key for c in conflicts)
         notes.append(f"Records disagree on the direction of {names}; the first record's direction is shown.")
-    return "\n".join(lines) + "\n\n" + "\n".join(_join_paragraphs(notes)) + "\n"
+    # The lm-eval "General ability" table follows, when any record has one.
+    return "\n".join(lines) + "\n\n" + "\n".join(_join_paragraphs(notes)) + "\n" + general_markdown(views)
 
 
 def _join_paragraphs(notes: list[str]) -> list[str]:
