@@ -1,0 +1,33 @@
+"""The demo pipeline end to end on the tiny model: four evaluated models, the table, the report, reuse on rerun."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from obliviate import demo
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_runs_end_to_end_and_reuses_finished_steps(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    # Keep the tiny run short: fewer facts and tokens; the pipeline is what is under test.
+    monkeypatch.setattr(demo, "FACTS", 3)
+    monkeypatch.setattr(demo, "EVAL", {**demo.EVAL, "max_new_tokens": 6, "embedding_model": None, "nli_model": None})
+    results = demo.run_demo(tmp_path / "demo", model=str(tiny_model_dir))
+    out = capsys.readouterr().out
+    assert set(results) == {"target", "retain", "ME+GD", "IDK+AP"}
+    for name in ("ME+GD", "IDK+AP", "target"):
+        fq = results[name]["aggregates"]["forget_quality"]
+        assert fq["available"] is True and 0.0 <= fq["value"] <= 1.0  # against the demo's own retain model
+    assert "| ME+GD" in out and "[forget] Q:" in out
+    html = (tmp_path / "demo" / "report.html").read_text()
+    assert "IDK+AP" in html and "<svg" in html
+    stamp = (tmp_path / "demo" / "me_gd" / "results.json").stat().st_mtime_ns
+
+    demo.run_demo(tmp_path / "demo", model=str(tiny_model_dir))
+    out = capsys.readouterr().out
+    assert out.count("reusing") >= 4
+    assert (tmp_path / "demo" / "me_gd" / "results.json").stat().st_mtime_ns == stamp
+    assert json.loads((tmp_path / "demo" / "me_gd" / "run.json").read_text())["status"] == "complete"
