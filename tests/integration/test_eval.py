@@ -103,3 +103,19 @@ def test_eval_of_a_run_folder_writes_beside_it(tiny_model_dir, bench, tmp_path):
                  "--nli-model", "none", *FAST]) == 0
     r = json.loads((run / "results.json").read_text())
     assert r["run"]["method"] == "NPO" and r["model"]["spec"].endswith("model")
+
+
+def test_reevaluation_keeps_general_ability_of_the_same_model_only(tiny_model_dir, bench, tmp_path):
+    out = tmp_path / "r" / "results.json"
+    assert _eval(tiny_model_dir, bench, out) == 0
+    record = json.loads(out.read_text())
+    record["general_ability"] = {"tasks": {"arc_challenge": {"acc": {"value": 0.25}}}}
+    out.write_text(json.dumps(record))
+    assert _eval(tiny_model_dir, bench, out) == 0
+    assert json.loads(out.read_text())["general_ability"]["tasks"]["arc_challenge"]["acc"]["value"] == 0.25
+    # Another model written to the same file: the old model's scores do not describe it.
+    other = tmp_path / "other-model"
+    import shutil
+    shutil.copytree(tiny_model_dir, other)
+    assert _eval(other, bench, out) == 0
+    assert "general_ability" not in json.loads(out.read_text())

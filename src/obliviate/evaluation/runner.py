@@ -215,5 +215,19 @@ def evaluate(model_spec: str, benchmark: BenchmarkSpec | LoadedBenchmark, out_pa
                      "retain_model": retain_model, "retain_results": str(retain_results) if retain_results else None},
         **body,
     }
+    previous = _previous_general_ability(Path(out_path), model_spec)
+    if previous is not None:
+        # `obliviate general` results for the same model stay with its record when it is re-evaluated.
+        record["general_ability"] = previous
     write_json_atomic(Path(out_path), record)
     return record
+
+
+def _previous_general_ability(path: Path, model_spec: str) -> dict | None:
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if isinstance(old, dict) and old.get("model", {}).get("spec") == model_spec:
+        return old.get("general_ability")
+    return None
