@@ -161,6 +161,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             kind = (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}).get("kind", "unlearn")
         except (OSError, yaml.YAMLError) as exc:
             raise ObliviateError(f"{path}: cannot read config ({exc})") from None
+        if kind not in ("unlearn", "finetune"):
+            raise ObliviateError(f"{path}: sweep runs unlearn and finetune configs; this one is '{kind}' "
+                                 f"(use `obliviate {kind}`)")
         plans.append((path, kind, load_config(kind, path, args.overrides)))
     evaluated = []
     for i, (path, kind, cfg) in enumerate(plans, 1):

@@ -336,9 +336,15 @@ def parse_overrides(overrides: typing.Iterable[str]) -> list[tuple[str, Any]]:
     return parsed
 
 
+def config_classes() -> dict[str, type]:
+    """Every config kind: the run kinds here and the scenario kinds that extend them."""
+    from obliviate.scenarios.continual import ContinualConfig
+    return {"unlearn": UnlearnConfig, "finetune": FinetuneConfig, "continual": ContinualConfig}
+
+
 def config_from_dict(kind: str, raw: dict, overrides: typing.Iterable[str] = (), source: str | None = None) -> RunConfig:
-    """Build and validate a config of ``kind`` ('unlearn' or 'finetune'); raise ConfigError listing all problems."""
-    classes = {"unlearn": UnlearnConfig, "finetune": FinetuneConfig}
+    """Build and validate a config of ``kind`` (see :func:`config_classes`); raise ConfigError listing all problems."""
+    classes = config_classes()
     if kind not in classes:
         raise ConfigError([_choice("kind", kind, classes)])
     tree = dict(raw or {})
@@ -353,22 +359,34 @@ def config_from_dict(kind: str, raw: dict, overrides: typing.Iterable[str] = (),
     return cfg
 
 
+def read_config_file(path: str | Path) -> dict:
+    """The YAML mapping in ``path`` (its ``kind`` key included), or a ConfigError saying what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"config file not found: {path}"])
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError([f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping of sections"])
+    return raw
+
+
 def load_config(kind: str, path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> RunConfig:
-    """Read a YAML config (or start from defaults when ``path`` is None), apply overrides, validate."""
+    """Read a YAML config (or start from defaults when ``path`` is None), apply overrides, validate.
+
+    A file whose ``kind`` names another kind is refused, so a config is never run as something it isn't.
+    """
     raw: dict = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError([f"config file not found: {path}"])
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError([f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
-        if not isinstance(raw, dict):
-            raise ConfigError([f"{path}: the top level must be a mapping of sections"])
-        raw.pop("kind", None)
+        raw = read_config_file(path)
+        file_kind = raw.pop("kind", kind)
+        if file_kind != kind:
+            raise ConfigError([f"{path}: kind is '{file_kind}', so it cannot run as '{kind}' "
+                               f"(use `obliviate {file_kind}` for this one)"])
     return config_from_dict(kind, raw, overrides, source=str(path) if path else None)
 
 

@@ -46,7 +46,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from obliviate.config import UnlearnConfig, config_to_dict
 from obliviate.data.loading import format_problem, raise_problems
@@ -116,41 +115,18 @@ class ContinualConfig(UnlearnConfig):
 def continual_config_from_dict(raw: dict | None, overrides: typing.Iterable[str] = (),
                                source: str | None = None) -> ContinualConfig:
     """Build and validate a :class:`ContinualConfig`; raise one ConfigError listing every problem."""
-    from obliviate.config import _build, _set_dotted, parse_overrides
+    from obliviate.config import config_from_dict
 
     tree = dict(raw or {})
     tree.pop("kind", None)
-    for key, value in parse_overrides(overrides):
-        _set_dotted(tree, key, value)
-    errors: list[str] = []
-    cfg = _build(ContinualConfig, tree, "", errors)
-    if not errors:
-        errors = cfg.validate()
-    if errors:
-        raise ConfigError(errors, source)
-    return cfg
+    return config_from_dict("continual", tree, overrides, source=source)
 
 
 def load_continual_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> ContinualConfig:
     """Read a continual YAML config (``kind: continual``; defaults when ``path`` is None), apply overrides."""
-    raw: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError([f"config file not found: {path}"])
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError([f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
-        if not isinstance(raw, dict):
-            raise ConfigError([f"{path}: the top level must be a mapping of sections"])
-        kind = raw.get("kind", "continual")
-        if kind != "continual":
-            raise ConfigError([f"{path}: kind is '{kind}'; `obliviate continual` runs configs of kind "
-                               f"'continual' (use `obliviate {kind}` for this one)"])
-    return continual_config_from_dict(raw, overrides, source=str(path) if path else None)
+    from obliviate.config import load_config
+
+    return load_config("continual", path, overrides)
 
 
 # -- the plan: which rows each step trains and evaluates on --------------------------------------------------
