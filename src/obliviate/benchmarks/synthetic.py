@@ -5,7 +5,7 @@ set is knowledge the model can only have learnt from fine-tuning. TOFU's data ca
 so this module invents its own authors: a seeded generator builds ``N`` author profiles, asks ``M``
 questions about each, and splits the authors (never single facts) into a forget set of ``K`` authors and a
 retain set of the rest. Every fact comes with a paraphrased question, a paraphrased answer and five
-perturbed answers (the answer's sentence with wrong values), which is what the Truth ratio and
+perturbed answers (the paraphrase's sentence with wrong values, as in TOFU), which is what the Truth ratio and
 Probability metrics need. Two fixed utility sets, real authors and world facts, complete the layout.
 
 The answers are single sentences of roughly 10–25 words with one fixed phrasing per fact kind, so that a
@@ -52,7 +52,7 @@ __all__ = [
 GENERATOR_NAME = "obliviate.benchmarks.synthetic"
 # Bump whenever a template, word list or drawing order changes: the same seed then yields other data,
 # and the manifest's version tells a reader which data a result was computed on.
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 MANIFEST_FILE = "benchmark.json"
 # Far above any demo size, far below the 72,000 possible names, so the unique-name draw stays fast.
 MAX_AUTHORS = 10_000
@@ -695,12 +695,15 @@ def _fact_record(author: AuthorProfile, kind: _FactKind, rng: random.Random, ctx
                  task_id: int | None, source: str) -> QARecord:
     slots = _slots(author)
     answer = kind.answer.format(**slots)
+    paraphrase = kind.paraphrased_answer.format(**slots)
     perturbed: list[str] = []
+    # As in TOFU, the perturbed answers are the *paraphrase* with wrong values: the truth ratio compares the
+    # paraphrase with them, so they must differ from it only in the facts, not in the wording.
     # Every perturber has at least 19 wrong values to choose from, so five distinct sentences come
     # within a few draws; the bound only turns a broken word list into an error instead of a hang.
     for _ in range(200):
-        candidate = kind.answer.format(**{**slots, **kind.perturb(author, rng, ctx)})
-        if candidate != answer and candidate not in perturbed:
+        candidate = kind.paraphrased_answer.format(**{**slots, **kind.perturb(author, rng, ctx)})
+        if candidate != paraphrase and candidate != answer and candidate not in perturbed:
             perturbed.append(candidate)
             if len(perturbed) == _N_PERTURBED:
                 break
@@ -709,7 +712,7 @@ def _fact_record(author: AuthorProfile, kind: _FactKind, rng: random.Random, ctx
     return QARecord(
         question=kind.question.format(**slots),
         answer=answer,
-        paraphrased_answer=kind.paraphrased_answer.format(**slots),
+        paraphrased_answer=paraphrase,
         perturbed_answers=tuple(perturbed),
         paraphrased_question=kind.paraphrased_question.format(**slots),
         task_id=task_id,
