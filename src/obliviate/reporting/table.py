@@ -192,7 +192,9 @@ def markdown_table(results_list: Sequence[Mapping[str, Any]]) -> str:
         # Escaped: a line starting "* " would be a Markdown list item.
         notes.append(f"\\{PARTIAL_MARK} Partial aggregate, computed over the available components only:")
         for label, name, note, missing in partial:
-            missing_text = f" (missing: {', '.join(missing)})" if missing else ""
+            # The aggregate's note usually names what is missing already; say it only when it does not.
+            unnamed = [m for m in missing if m not in note]
+            missing_text = f" (missing: {', '.join(unnamed)})" if unnamed else ""
             notes.append(f"- {_md_escape(label)}, {name}: {_md_escape(note)}{_md_escape(missing_text)}")
     unavailable = unavailable_notes(views, cols)
     if unavailable:
