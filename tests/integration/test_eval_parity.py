@@ -104,3 +104,23 @@ def test_probability_does_not_depend_on_batching(model_and_formatter, tofu):
     # Reversed order puts every item next to different neighbours.
     reversed_, _ = sequence_logprobs(model, ex[::-1], pad_token_id=pad, batch_size=3)
     assert reversed_[::-1] == pytest.approx(alone, abs=1e-5)
+
+
+def test_shared_prompt_scoring_equals_full_sequences(model_and_formatter, tofu):
+    """Prompt run once + cached, answers batched: same log-probs as scoring each full sequence alone."""
+    from obliviate.likelihood import shared_prompt_logprobs
+
+    model, fmt = model_and_formatter
+    rows = tofu.forget_eval[:3] + tofu.world_facts[:3]
+    groups, full = [], []
+    for i, r in enumerate(rows):
+        answers = [r.answer, *r.perturbed_answers][: 2 + i % 3]   # 2, 3 or 4 answers: mixed group sizes
+        enc = [fmt.encode(r.question, a) for a in answers]
+        groups.append((enc[0].input_ids[: enc[0].prompt_length], [e.input_ids[e.prompt_length:] for e in enc]))
+        full.append([{"input_ids": e.input_ids, "labels": e.labels} for e in enc])
+    pad = fmt.tokenizer.pad_token_id
+    shared = shared_prompt_logprobs(model, groups, pad_token_id=pad, batch_size=5)
+    for got, examples in zip(shared, full):
+        sums, counts = sequence_logprobs(model, examples, pad_token_id=pad, batch_size=1)
+        assert [c for _, c in got] == counts
+        assert [s for s, _ in got] == pytest.approx(sums, abs=1e-4)

@@ -29,7 +29,7 @@ from obliviate.evaluation import metrics as M
 from obliviate.evaluation.scorers import DEFAULT_EMBEDDING_MODEL, DEFAULT_NLI_MODEL, Embedder, NLIScorer, Unavailable
 from obliviate.errors import ObliviateError
 from obliviate.generation import generate_answers
-from obliviate.likelihood import sequence_logprobs
+from obliviate.likelihood import shared_prompt_logprobs
 
 SET_KINDS = {"forget": "forget", "retain": "retain", "real_authors": "utility", "world_facts": "utility"}
 SIX = ("rouge_l", "probability", "truth_ratio", "token_entropy", "cosine_similarity", "entailment")
@@ -87,42 +87,29 @@ class Scorers:
         return cls(embedder=embedder, nli=nli, settings=info)
 
 
-def _likelihood_examples(formatter: PromptFormatter, pairs: Sequence[tuple[str, str]]) -> list[dict]:
-    out = []
-    for q, a in pairs:
-        enc = formatter.encode(q, a)
-        out.append({"input_ids": enc.input_ids, "labels": enc.labels})
-    return out
-
-
-def _mean_logps(model, formatter, pairs, batch_size) -> list[float]:
-    """Mean token log-prob of each answer given its question (−ℓ̄ in SPEC notation)."""
-    sums, counts = sequence_logprobs(model, _likelihood_examples(formatter, pairs),
-                                     pad_token_id=formatter.tokenizer.pad_token_id, batch_size=batch_size)
-    return [s / max(c, 1) for s, c in zip(sums, counts)]
-
-
 def _set_likelihoods(model, formatter: PromptFormatter, records: Sequence[QARecord], kind: str,
                      batch_size: int) -> tuple[list[float], list[float], list[list[float]]]:
-    """Mean token log-probs of each item's answer, paraphrase and perturbed answers, in one batched call.
+    """Mean token log-probs of each item's answer, paraphrase and perturbed answers.
 
-    On utility sets the (short) answer itself plays the paraphrase's part (SPEC §2).
+    The answers of one item share its question's prompt, which is run once (shared_prompt_logprobs). On
+    utility sets the (short) answer itself plays the paraphrase's part (SPEC §2).
     """
-    pairs: list[tuple[str, str]] = [(r.question, r.eval_answer) for r in records]
-    para_at: list[int | None] = []
-    pert_at: list[list[int]] = []
+    groups, has_para = [], []
     for r in records:
-        if kind != "utility" and r.paraphrased_answer is not None:
-            para_at.append(len(pairs))
-            pairs.append((r.question, r.paraphrased_answer))
-        else:
-            para_at.append(None)
-        pert_at.append(list(range(len(pairs), len(pairs) + len(r.perturbed_answers))))
-        pairs += [(r.question, p) for p in r.perturbed_answers]
-    mean_logp = _mean_logps(model, formatter, pairs, batch_size)
-    answer_lp = mean_logp[: len(records)]
-    para_lp = [mean_logp[j] if j is not None else answer_lp[i] for i, j in enumerate(para_at)]
-    pert_lp = [[mean_logp[j] for j in js] for js in pert_at]
+        para = kind != "utility" and r.paraphrased_answer is not None
+        answers = [r.eval_answer] + ([r.paraphrased_answer] if para else []) + list(r.perturbed_answers)
+        encoded = [formatter.encode(r.question, a) for a in answers]
+        prompt = encoded[0].input_ids[: encoded[0].prompt_length]
+        groups.append((prompt, [e.input_ids[e.prompt_length:] for e in encoded]))
+        has_para.append(para)
+    scored = shared_prompt_logprobs(model, groups, pad_token_id=formatter.tokenizer.pad_token_id,
+                                    batch_size=batch_size)
+    answer_lp, para_lp, pert_lp = [], [], []
+    for item, para in zip(scored, has_para):
+        means = [s / max(c, 1) for s, c in item]
+        answer_lp.append(means[0])
+        para_lp.append(means[1] if para else means[0])
+        pert_lp.append(means[2:] if para else means[1:])
     return answer_lp, para_lp, pert_lp
 
 
