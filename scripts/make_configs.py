@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import yaml
+from obliviate.config import render_config, write_config_files
 
 from obliviate.objectives import list_methods
 
@@ -70,16 +70,11 @@ def configs() -> dict[str, dict]:
     return out
 
 
-def render(cfg: dict) -> str:
-    return yaml.safe_dump(cfg, sort_keys=False)
+render = render_config
 
 
 def main() -> int:
-    for rel, cfg in configs().items():
-        path = ROOT / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render(cfg))
-    print(f"wrote {len(configs())} configs under {ROOT}")
+    print(f"wrote {write_config_files(configs(), ROOT)} configs under {ROOT}")
     return 0
 
 

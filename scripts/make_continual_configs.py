@@ -13,7 +13,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-import yaml
+from obliviate.config import render_config, write_config_files
 
 ROOT = Path(__file__).resolve().parents[1] / "configs"
 
@@ -54,16 +54,11 @@ def configs() -> dict[str, dict]:
     return out
 
 
-def render(cfg: dict) -> str:
-    return yaml.safe_dump(cfg, sort_keys=False)
+render = render_config
 
 
 def main() -> int:
-    for rel, cfg in configs().items():
-        path = ROOT / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render(cfg))
-    print(f"wrote {len(configs())} configs under {ROOT}")
+    print(f"wrote {write_config_files(configs(), ROOT)} configs under {ROOT}")
     return 0
 
 

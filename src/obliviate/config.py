@@ -393,3 +393,18 @@ def load_config(kind: str, path: str | Path | None = None, overrides: typing.Ite
 def config_to_dict(cfg: RunConfig) -> dict:
     """A plain dict of the config, as it is saved next to a run's outputs."""
     return asdict(cfg)
+
+
+def render_config(cfg: dict) -> str:
+    """A config mapping as the flat YAML text shipped under configs/ (keys in the order given)."""
+    return yaml.safe_dump(cfg, sort_keys=False)
+
+
+def write_config_files(configs: dict[str, dict], root: str | Path) -> int:
+    """Write ``{relative path: config}`` under ``root`` (the generator scripts in scripts/ use this)."""
+    root = Path(root)
+    for rel, cfg in configs.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render_config(cfg))
+    return len(configs)
