@@ -2,8 +2,8 @@
 
     python bench/summarize_reproduction.py runs/repro
 
-Prints a Markdown table per model (MU, FE, FQ, forget/retain ROUGE-L, forget token entropy, share of retain
-answers that are refusals) read from each run's results.json. Refusals are recognised as answers that contain
+Prints a Markdown table per model (MU, FE, FQ, forget/retain ROUGE-L, forget token entropy, share of forget and
+retain answers that are refusals) read from each run's results.json. Refusals are recognised as answers that contain
 one of the refusal templates (the built-in set the targeted methods were trained with).
 """
 
@@ -32,15 +32,18 @@ def main(root: str) -> None:
             continue
         r = json.loads(path.read_text())
         s, a = r["sets"], r["aggregates"]
-        retain_items = s["retain"]["items"]
-        refused = sum(any(t in it["generation"].lower() for t in refusals) for it in retain_items)
+        def refused(set_name: str) -> str:
+            items = s[set_name]["items"]
+            return f"{sum(any(t in it['generation'].lower() for t in refusals) for it in items)}/{len(items)}"
+
         cells = [a["model_utility"]["value"], a["forget_efficacy"]["value"], a["forget_quality"]["value"],
                  s["forget"]["metrics"]["rouge_l"]["value"], s["retain"]["metrics"]["rouge_l"]["value"],
                  s["forget"]["metrics"]["token_entropy"]["value"]]
         rows.append(f"| {r['run'].get('method') or name} | " + " | ".join(_fmt(c) for c in cells)
-                    + f" | {refused}/{len(retain_items)} |")
-    print("| model | MU* | FE* | FQ | forget ROUGE-L | retain ROUGE-L | forget token entropy | retain refusals |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+                    + f" | {refused('forget')} | {refused('retain')} |")
+    print("| model | MU* | FE* | FQ | forget ROUGE-L | retain ROUGE-L | forget token entropy | forget refusals "
+          "| retain refusals |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
 
 
