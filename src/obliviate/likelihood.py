@@ -12,7 +12,10 @@ from collections.abc import Sequence
 
 import torch
 
+from transformers import DynamicCache
+
 from obliviate.data.collate import collate_examples, pad_sequences
+from obliviate.kvcache import cache_kwargs
 from obliviate.objectives import token_logprobs
 
 
@@ -90,9 +93,9 @@ def _score_chunk(model, chunk, n: int, pad_token_id: int, device, out: list[list
     # Left padding shifts every token right; explicit positions keep each prompt at 0, 1, 2, ...
     prompt_pos = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
     # Only the last prompt position's logits are read: skip the vocabulary projection everywhere else.
-    first = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=prompt_pos, use_cache=True,
-                  logits_to_keep=1)
-    cache = first.past_key_values
+    cache = DynamicCache()
+    first = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=prompt_pos, logits_to_keep=1,
+                  **cache_kwargs(model, cache))
     cache.batch_repeat_interleave(n)
     last = first.logits[:, -1:].float().repeat_interleave(n, dim=0)       # predicts each answer's first token
     answers = [a for _, group in chunk for a in group]
@@ -101,7 +104,7 @@ def _score_chunk(model, chunk, n: int, pad_token_id: int, device, out: list[list
     lengths = torch.tensor([len(p) for p in prompts], device=device).repeat_interleave(n)
     positions = lengths[:, None] + torch.arange(answer_ids.shape[1], device=device)[None]
     second = model(input_ids=answer_ids, attention_mask=torch.cat([prompt_mask.repeat_interleave(n, 0), answer_mask], 1),
-                   position_ids=positions, past_key_values=cache, use_cache=True)
+                   position_ids=positions, **cache_kwargs(model, cache))
     logits = torch.cat([last, second.logits[:, :-1].float()], dim=1)      # position t predicts answer token t
     logp = logits.gather(-1, answer_ids[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
     logp = logp * answer_mask

@@ -15,7 +15,6 @@ from obliviate.data.formatting import PromptFormatter
 from obliviate.data.refusals import load_refusals
 from obliviate.likelihood import sequence_logprobs
 from obliviate.objectives import list_methods, resolve_method
-from obliviate.training import run as run_mod
 from obliviate.training.run import finetune, unlearn
 from obliviate.training.trainer import UnlearningTrainer
 

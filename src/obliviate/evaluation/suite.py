@@ -1,8 +1,8 @@
 """The evaluation pass: six metrics on each evaluation set, computed the way the paper computes them.
 
-One pass over a model per set: greedy generations (batched, sorted by length, left-padded, KV cache on) and
-every answer likelihood the metrics need — answer, paraphrase, perturbed answers — scored together in one batched
-call (sorted by length, so batches hold similar lengths). The embedding and NLI models are loaded once per run
+One pass over a model for all sets together: greedy generations for every question (batched, finished answers
+leaving the batch and waiting prompts joining it, KV cache on), then every answer likelihood the metrics need —
+answer, paraphrase, perturbed answers — scored after one run of each shared prompt, items batched by length. The embedding and NLI models are loaded once per run
 (:class:`Scorers`) and reused for every set and every model.
 
 Which answer is compared with what (SPEC §2):
@@ -87,13 +87,8 @@ class Scorers:
         return cls(embedder=embedder, nli=nli, settings=info)
 
 
-def _set_likelihoods(model, formatter: PromptFormatter, records: Sequence[QARecord], kind: str,
-                     batch_size: int) -> tuple[list[float], list[float], list[list[float]]]:
-    """Mean token log-probs of each item's answer, paraphrase and perturbed answers.
-
-    The answers of one item share its question's prompt, which is run once (shared_prompt_logprobs). On
-    utility sets the (short) answer itself plays the paraphrase's part (SPEC §2).
-    """
+def _likelihood_groups(formatter: PromptFormatter, records: Sequence[QARecord], kind: str):
+    """Each item's prompt and the answers scored after it: answer, paraphrase (not on utility sets), perturbed."""
     groups, has_para = [], []
     for r in records:
         para = kind != "utility" and r.paraphrased_answer is not None
@@ -102,15 +97,50 @@ def _set_likelihoods(model, formatter: PromptFormatter, records: Sequence[QAReco
         prompt = encoded[0].input_ids[: encoded[0].prompt_length]
         groups.append((prompt, [e.input_ids[e.prompt_length:] for e in encoded]))
         has_para.append(para)
+    return groups, has_para
+
+
+@dataclass
+class _ModelOutputs:
+    """What the model produced for one set: greedy generations and mean token log-probs of every answer."""
+
+    generations: list[str] | None
+    answer_lp: list[float]
+    para_lp: list[float]
+    pert_lp: list[list[float]]
+
+
+def _run_model(model, formatter: PromptFormatter, parts: Sequence[tuple[list[QARecord], str]],
+               settings: EvalSettings, *, generate: bool = True) -> list[_ModelOutputs]:
+    """Generations and likelihoods for several sets in ONE generation pass and ONE scoring pass.
+
+    Pooling the sets keeps the batches full: a small set (forget01 has 40 rows) would otherwise decode alone
+    until its longest answer stops. The answers of one item share its question's prompt, which is run once
+    (shared_prompt_logprobs). On utility sets the (short) answer itself plays the paraphrase's part (SPEC §2).
+    """
+    groups, has_para, bounds = [], [], []
+    for records, kind in parts:
+        g, p = _likelihood_groups(formatter, records, kind)
+        bounds.append((len(groups), len(groups) + len(g)))
+        groups += g
+        has_para += p
+    generations = None
+    if generate:
+        generations = generate_answers(model, formatter, [r.question for records, _ in parts for r in records],
+                                       max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size)
     scored = shared_prompt_logprobs(model, groups, pad_token_id=formatter.tokenizer.pad_token_id,
-                                    batch_size=batch_size)
-    answer_lp, para_lp, pert_lp = [], [], []
-    for item, para in zip(scored, has_para):
-        means = [s / max(c, 1) for s, c in item]
-        answer_lp.append(means[0])
-        para_lp.append(means[1] if para else means[0])
-        pert_lp.append(means[2:] if para else means[1:])
-    return answer_lp, para_lp, pert_lp
+                                    batch_size=settings.batch_size)
+    out = []
+    for lo, hi in bounds:
+        answer_lp, para_lp, pert_lp = [], [], []
+        for item, para in zip(scored[lo:hi], has_para[lo:hi]):
+            means = [s / max(c, 1) for s, c in item]
+            answer_lp.append(means[0])
+            para_lp.append(means[1] if para else means[0])
+            pert_lp.append(means[2:] if para else means[1:])
+        out.append(_ModelOutputs(generations[lo:hi] if generations is not None else None,
+                                 answer_lp, para_lp, pert_lp))
+    return out
 
 
 def _truth_x(para_lp: list[float], pert_lp: list[list[float]]) -> list[float] | None:
@@ -119,11 +149,18 @@ def _truth_x(para_lp: list[float], pert_lp: list[list[float]]) -> list[float] | 
     return M.truth_ratio_x([-v for v in para_lp], [[-v for v in ps] for ps in pert_lp])
 
 
+def _records(eval_set: EvalSet, settings: EvalSettings) -> list[QARecord]:
+    records = eval_set.records[: settings.set_size] if settings.set_size else list(eval_set.records)
+    if not records:
+        raise ObliviateError(f"evaluation set '{eval_set.name}' is empty")
+    return records
+
+
 def forget_truth_x(model, formatter: PromptFormatter, eval_set: EvalSet, settings: EvalSettings) -> list[float]:
     """Per-item truth-ratio values of a set (what Forget Quality compares), without generating."""
-    records = eval_set.records[: settings.set_size] if settings.set_size else list(eval_set.records)
-    _, para_lp, pert_lp = _set_likelihoods(model, formatter, records, eval_set.kind, settings.batch_size)
-    xs = _truth_x(para_lp, pert_lp)
+    outputs = _run_model(model, formatter, [(_records(eval_set, settings), eval_set.kind)], settings,
+                         generate=False)[0]
+    xs = _truth_x(outputs.para_lp, outputs.pert_lp)
     if xs is None:
         raise ObliviateError(f"set '{eval_set.name}' has no perturbed answers: Forget Quality needs them")
     return xs
@@ -132,19 +169,19 @@ def forget_truth_x(model, formatter: PromptFormatter, eval_set: EvalSet, setting
 def evaluate_set(model, formatter: PromptFormatter, eval_set: EvalSet, scorers: Scorers,
                  settings: EvalSettings) -> dict:
     """Per-item values and set-level metrics of one set, in the shape of ``results.json``'s ``sets`` entries."""
+    records = _records(eval_set, settings)
+    outputs = _run_model(model, formatter, [(records, eval_set.kind)], settings)[0]
+    return _set_result(formatter, eval_set, records, outputs, scorers, settings)
+
+
+def _set_result(formatter: PromptFormatter, eval_set: EvalSet, records: list[QARecord], outputs: _ModelOutputs,
+                scorers: Scorers, settings: EvalSettings) -> dict:
     rows_available = len(eval_set.records)
-    records = eval_set.records[: settings.set_size] if settings.set_size else list(eval_set.records)
-    if not records:
-        raise ObliviateError(f"evaluation set '{eval_set.name}' is empty")
     kind = eval_set.kind
-    questions = [r.question for r in records]
     short = [r.eval_answer for r in records]
     sentence = [r.answer for r in records]
-
-    generations = generate_answers(model, formatter, questions, max_new_tokens=settings.max_new_tokens,
-                                   batch_size=settings.batch_size)
-
-    answer_lp, para_lp, pert_lp = _set_likelihoods(model, formatter, records, kind, settings.batch_size)
+    generations, answer_lp, para_lp, pert_lp = (outputs.generations, outputs.answer_lp, outputs.para_lp,
+                                                outputs.pert_lp)
 
     rouge = M.rouge_recall(generations, short)
     if kind == "utility":
@@ -228,7 +265,9 @@ def evaluate_model(model, formatter: PromptFormatter, sets: Sequence[EvalSet], *
                    settings: EvalSettings, retain_truth_x: list[float] | None = None,
                    fq_reason: str | None = None) -> dict:
     """The ``sets`` and ``aggregates`` sections of a results record for one model."""
-    out_sets = {s.name: evaluate_set(model, formatter, s, scorers, settings) for s in sets}
+    records = [_records(s, settings) for s in sets]
+    outputs = _run_model(model, formatter, [(r, s.kind) for r, s in zip(records, sets)], settings)
+    out_sets = {s.name: _set_result(formatter, s, r, o, scorers, settings) for s, r, o in zip(sets, records, outputs)}
     if settings.real_world and "neighbor" in out_sets:
         # Real-world layout (forget people + neighbours): MU over the neighbour facts, no Forget Quality.
         from obliviate.benchmarks.real_world import real_world_aggregates
