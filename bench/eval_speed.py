@@ -107,6 +107,7 @@ def main() -> None:
     # Phase timers around the suite's two model-running calls (the rest is metric arithmetic).
     suite.generate_answers = timed("generation", suite.generate_answers)
     suite.shared_prompt_logprobs = timed("likelihood", suite.shared_prompt_logprobs)
+    suite.tree_prompt_logprobs = timed("likelihood", suite.tree_prompt_logprobs)
     t0 = time.perf_counter()
     ours = evaluate_model(model, fmt, sets, scorers=scorers, settings=settings)["sets"]
     t_ours = time.perf_counter() - t0

@@ -110,3 +110,127 @@ def _score_chunk(model, chunk, n: int, pad_token_id: int, device, out: list[list
     logp = logp * answer_mask
     for row, a in enumerate(answers):
         out[row // n].append((float(logp[row].sum()), len(a)))
+
+
+# -- answers packed as a prefix tree -------------------------------------------------------------------------
+
+#: Attention implementations that take a custom 4-D (batch, 1, query, key) additive mask as given.
+TREE_ATTENTION = ("sdpa", "eager")
+
+
+def supports_tree_attention(model) -> bool:
+    """Whether :func:`tree_prompt_logprobs` can run on ``model`` (its attention takes a custom 4-D mask)."""
+    config = getattr(model, "config", None)
+    return getattr(config, "_attn_implementation", None) in TREE_ATTENTION
+
+
+@torch.no_grad()
+def tree_prompt_logprobs(model, groups: Sequence[tuple[list[int], Sequence[list[int]]]], *, pad_token_id: int,
+                         batch_size: int = 16, device: torch.device | str | None = None
+                         ) -> list[list[tuple[float, int]]]:
+    """Same results as :func:`shared_prompt_logprobs`, each item's answers packed into ONE row as a prefix tree.
+
+    An item's answers often start alike ("The author's full name is …" and its perturbed variants): the row
+    holds the prompt followed by the nodes of the answers' prefix tree, so a prefix shared by several answers
+    is run once, and no answer is padded to the longest one. A 4-D attention mask lets every node see the
+    prompt and its own ancestors only, and each node's position id is its depth after the prompt, so every
+    node is computed exactly as in the answer's own unpacked sequence. Rows are sorted by length and padded on
+    the right. Needs an attention implementation that accepts custom masks (:func:`supports_tree_attention`).
+    """
+    if device is None:
+        device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    packed = [_pack_tree(prompt, answers) for prompt, answers in groups]
+    results: list[list[tuple[float, int]]] = [[] for _ in groups]
+    order = sorted(range(len(groups)), key=lambda i: len(packed[i].tokens))
+    try:
+        start = 0
+        while start < len(order):
+            # About batch_size answers per forward pass, as in the other scorers.
+            chunk, answers = [], 0
+            while start < len(order) and (not chunk or answers + len(groups[order[start]][1]) <= batch_size):
+                chunk.append(order[start])
+                answers += len(groups[order[start]][1])
+                start += 1
+            scored = _score_trees(model, [packed[i] for i in chunk], pad_token_id, device)
+            for i, item in zip(chunk, scored):
+                results[i] = item
+    finally:
+        model.train(was_training)
+    return results
+
+
+class _Tree:
+    """One item packed as prompt + prefix-tree nodes: tokens, parent row positions, depths, answer paths."""
+
+    __slots__ = ("answers", "parents", "prompt_length", "tokens")
+
+    def __init__(self, prompt_length: int):
+        self.prompt_length = prompt_length
+        self.tokens: list[int] = []
+        self.parents: list[int] = []          # row position of each position's parent (-1 for prompt tokens)
+        self.answers: list[list[int]] = []    # per answer, the row position of each of its tokens
+
+
+def _pack_tree(prompt: list[int], answers: Sequence[list[int]]) -> _Tree:
+    tree = _Tree(len(prompt))
+    tree.tokens = list(prompt)
+    tree.parents = [-1] * len(prompt)
+    children: dict[tuple[int, int], int] = {}
+    for answer in answers:
+        path, parent = [], len(prompt) - 1
+        for token in answer:
+            node = children.get((parent, token))
+            if node is None:
+                node = len(tree.tokens)
+                children[(parent, token)] = node
+                tree.tokens.append(token)
+                tree.parents.append(parent)
+            path.append(node)
+            parent = node
+        tree.answers.append(path)
+    return tree
+
+
+def _score_trees(model, trees: list[_Tree], pad_token_id: int, device) -> list[list[tuple[float, int]]]:
+    width = max(len(t.tokens) for t in trees)
+    ids = torch.full((len(trees), width), pad_token_id, dtype=torch.long)
+    positions = torch.zeros((len(trees), width), dtype=torch.long)
+    sees = torch.zeros((len(trees), width, width), dtype=torch.bool)
+    for row, t in enumerate(trees):
+        n, p = len(t.tokens), t.prompt_length
+        ids[row, :n] = torch.tensor(t.tokens)
+        positions[row, :p] = torch.arange(p)
+        sees[row, :p, :p] = torch.ones(p, p, dtype=torch.bool).tril()
+        for node in range(p, n):
+            parent = t.parents[node]
+            positions[row, node] = positions[row, parent] + 1
+            sees[row, node] = sees[row, parent]
+            sees[row, node, node] = True
+        idle = torch.arange(n, width)
+        sees[row, idle, idle] = True             # padding sees itself only: no empty softmax rows
+    dtype = next(model.parameters()).dtype
+    mask = torch.zeros(sees.shape, dtype=dtype).masked_fill_(~sees, torch.finfo(dtype).min)[:, None]
+    # Logits are needed from the last prompt position on; skip the vocabulary projection before it.
+    first = min(t.prompt_length for t in trees) - 1
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                   logits_to_keep=width - first).logits
+    rows, at, targets, owner = [], [], [], []
+    for row, t in enumerate(trees):
+        for k, path in enumerate(t.answers):
+            predecessors = [t.prompt_length - 1] + path[:-1]      # the position whose logits predict each token
+            rows += [row] * len(path)
+            at += [q - first for q in predecessors]
+            targets += [t.tokens[q] for q in path]
+            owner += [(row, k)] * len(path)
+    rows_t, at_t = torch.tensor(rows, device=device), torch.tensor(at, device=device)
+    picked = logits[rows_t, at_t].float()                         # (scored tokens, vocab)
+    logp = picked.gather(-1, torch.tensor(targets, device=device)[:, None]).squeeze(-1) - picked.logsumexp(-1)
+    out: list[list[tuple[float, int]]] = [[(0.0, len(path)) for path in t.answers] for t in trees]
+    sums: dict[tuple[int, int], float] = {}
+    for key, value in zip(owner, logp.tolist()):
+        sums[key] = sums.get(key, 0.0) + value
+    for (row, k), total in sums.items():
+        out[row][k] = (total, out[row][k][1])
+    return out

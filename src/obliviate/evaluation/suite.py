@@ -2,7 +2,8 @@
 
 One pass over a model for all sets together: greedy generations for every question (batched, finished answers
 leaving the batch and waiting prompts joining it, KV cache on), then every answer likelihood the metrics need —
-answer, paraphrase, perturbed answers — scored after one run of each shared prompt, items batched by length. The embedding and NLI models are loaded once per run
+answer, paraphrase, perturbed answers — scored with each item's prompt run once and its answers packed as a
+prefix tree (a start shared by several answers is computed once), items batched by length. The embedding and NLI models are loaded once per run
 (:class:`Scorers`) and reused for every set and every model.
 
 Which answer is compared with what (SPEC §2):
@@ -29,7 +30,7 @@ from obliviate.evaluation import metrics as M
 from obliviate.evaluation.scorers import DEFAULT_EMBEDDING_MODEL, DEFAULT_NLI_MODEL, Embedder, NLIScorer, Unavailable
 from obliviate.errors import ObliviateError
 from obliviate.generation import generate_answers
-from obliviate.likelihood import shared_prompt_logprobs
+from obliviate.likelihood import shared_prompt_logprobs, supports_tree_attention, tree_prompt_logprobs
 
 SET_KINDS = {"forget": "forget", "retain": "retain", "real_authors": "utility", "world_facts": "utility"}
 SIX = ("rouge_l", "probability", "truth_ratio", "token_entropy", "cosine_similarity", "entailment")
@@ -116,7 +117,7 @@ def _run_model(model, formatter: PromptFormatter, parts: Sequence[tuple[list[QAR
 
     Pooling the sets keeps the batches full: a small set (forget01 has 40 rows) would otherwise decode alone
     until its longest answer stops. The answers of one item share its question's prompt, which is run once
-    (shared_prompt_logprobs). On utility sets the (short) answer itself plays the paraphrase's part (SPEC §2).
+    (tree_prompt_logprobs). On utility sets the (short) answer itself plays the paraphrase's part (SPEC §2).
     """
     groups, has_para, bounds = [], [], []
     for records, kind in parts:
@@ -128,8 +129,10 @@ def _run_model(model, formatter: PromptFormatter, parts: Sequence[tuple[list[QAR
     if generate:
         generations = generate_answers(model, formatter, [r.question for records, _ in parts for r in records],
                                        max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size)
-    scored = shared_prompt_logprobs(model, groups, pad_token_id=formatter.tokenizer.pad_token_id,
-                                    batch_size=settings.batch_size)
+    # Answers of an item packed as a prefix tree where the attention takes custom masks; otherwise the
+    # shared prompt's cache is reused for each answer (flash attention, for one). Both give the same numbers.
+    score = tree_prompt_logprobs if supports_tree_attention(model) else shared_prompt_logprobs
+    scored = score(model, groups, pad_token_id=formatter.tokenizer.pad_token_id, batch_size=settings.batch_size)
     out = []
     for lo, hi in bounds:
         answer_lp, para_lp, pert_lp = [], [], []
