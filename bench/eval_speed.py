@@ -87,7 +87,7 @@ def main() -> None:
     ap.add_argument("--fraction", type=float, default=None,
                     help="first ceil(F x rows) of every set: a proportional sample of the full suite")
     ap.add_argument("--max-new-tokens", type=int, default=200)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=64)
     args = ap.parse_args()
     torch.set_grad_enabled(False)
 
