@@ -124,3 +124,16 @@ def test_tree_scoring_needs_an_attention_that_takes_custom_masks(tiny_model_dir)
     model, _ = _model(tiny_model_dir)
     model.config._attn_implementation = "flash_attention_2"
     assert not supports_tree_attention(model)
+
+
+def test_tree_scores_do_not_depend_on_batch_companions_or_size(tiny_model_dir):
+    model, fmt = _model(tiny_model_dir)
+    groups, _ = _groups(fmt)
+    pad = fmt.tokenizer.pad_token_id
+    alone = [tree_prompt_logprobs(model, [g], pad_token_id=pad)[0] for g in groups]
+    for batch_size in (2, 5, 64):
+        together = tree_prompt_logprobs(model, groups, pad_token_id=pad, batch_size=batch_size)
+        backwards = tree_prompt_logprobs(model, groups[::-1], pad_token_id=pad, batch_size=batch_size)[::-1]
+        for a, b, c in zip(alone, together, backwards):
+            assert [s for s, _ in b] == pytest.approx([s for s, _ in a], abs=1e-5)
+            assert [s for s, _ in c] == pytest.approx([s for s, _ in a], abs=1e-5)
