@@ -24,7 +24,7 @@ from transformers import DynamicCache
 
 from obliviate.data.collate import pad_sequences
 from obliviate.data.formatting import PromptFormatter
-from obliviate.kvcache import cache_kwargs, cache_layers, concat_caches, left_pad_cache
+from obliviate.kvcache import cache_kwargs, concat_caches, left_pad_cache, trim_left
 
 
 def stop_token_ids(tokenizer) -> list[int]:
@@ -61,7 +61,7 @@ def greedy_decode(model, prompts: Sequence[list[int]], *, max_new_tokens: int, s
     if max_new_tokens <= 0 or not prompts:
         return results
     waiting = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)  # pop() = shortest
-    stop = torch.tensor(sorted(set(stop_ids)), device=device)
+    stop = set(stop_ids)
     batch = _Batch(model, device)
     was_training = model.training
     model.eval()
@@ -70,17 +70,15 @@ def greedy_decode(model, prompts: Sequence[list[int]], *, max_new_tokens: int, s
             if waiting and batch.size <= batch_size // 2:
                 take = [waiting.pop() for _ in range(min(batch_size - batch.size, len(waiting)))]
                 batch.admit([prompts[i] for i in take], take, pad_token_id)
-            # Every row holds a predicted next token: record it, then retire finished rows.
-            for row, token in zip(batch.items, batch.next_token.tolist()):
-                results[row].append(token)
-            done = torch.isin(batch.next_token, stop)
-            lengths = torch.tensor([len(results[i]) for i in batch.items], device=device)
-            done |= lengths >= max_new_tokens
-            for row, item in enumerate(batch.items):
-                if done[row] and results[item] and results[item][-1] in stop_ids:
-                    results[item].pop()
-            if bool(done.any()):
-                batch.keep(~done)
+            # Every row holds a predicted next token: record it (a stop token ends the row instead), then
+            # retire the rows that are complete.
+            keep = []
+            for item, token in zip(batch.items, batch.next_token.tolist()):
+                if token not in stop:
+                    results[item].append(token)
+                keep.append(token not in stop and len(results[item]) < max_new_tokens)
+            if not all(keep):
+                batch.keep(torch.tensor(keep, device=device))
             if batch.size:
                 batch.step()
     finally:
@@ -138,8 +136,7 @@ class _Batch:
         first = int(self.mask.any(0).nonzero()[0])
         if first:
             self.mask = self.mask[:, first:]
-            for layer in cache_layers(self.cache):
-                layer.keys, layer.values = layer.keys[..., first:, :], layer.values[..., first:, :]
+            trim_left(self.cache, first)
 
     def step(self) -> None:
         self.mask = torch.cat([self.mask, self.mask.new_ones(self.size, 1)], dim=1)

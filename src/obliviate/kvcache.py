@@ -44,6 +44,12 @@ def left_pad_cache(cache: DynamicCache, length: int) -> None:
             layer.values = torch.cat([pad, layer.values], dim=-2)
 
 
+def trim_left(cache: DynamicCache, positions: int) -> None:
+    """Drop the first ``positions`` positions of every layer (columns no sequence attends to any more)."""
+    for layer in cache_layers(cache):
+        layer.keys, layer.values = layer.keys[..., positions:, :], layer.values[..., positions:, :]
+
+
 def concat_caches(first: DynamicCache, second: DynamicCache) -> None:
     """Append ``second``'s rows to ``first`` (both already the same length), in place."""
     for a, b in zip(cache_layers(first), cache_layers(second)):

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-
 from transformers import DynamicCache
 
 from obliviate.data.collate import collate_examples, pad_sequences

@@ -3,8 +3,8 @@
 One pass over a model for all sets together: greedy generations for every question (batched, finished answers
 leaving the batch and waiting prompts joining it, KV cache on), then every answer likelihood the metrics need —
 answer, paraphrase, perturbed answers — scored with each item's prompt run once and its answers packed as a
-prefix tree (a start shared by several answers is computed once), items batched by length. The embedding and NLI models are loaded once per run
-(:class:`Scorers`) and reused for every set and every model.
+prefix tree (a start shared by several answers is computed once), items batched by length. The embedding and
+NLI models are loaded once per run (:class:`Scorers`) and reused for every set and every model.
 
 Which answer is compared with what (SPEC §2):
 
