@@ -59,8 +59,8 @@ def naive_set(model, fmt: PromptFormatter, eval_set: EvalSet, max_new_tokens: in
                                  pad_token_id=tok.pad_token_id)
         text = tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=True).strip()
 
-        def mean_logp(answer: str) -> float:
-            enc = fmt.encode(r.question, answer)
+        def mean_logp(answer: str, question: str = r.question) -> float:
+            enc = fmt.encode(question, answer)
             x = torch.tensor([enc.input_ids])
             logp = torch.log_softmax(model(input_ids=x).logits[0, :-1].float(), -1)
             labels = torch.tensor(enc.labels[1:])

@@ -22,6 +22,11 @@ def _fmt(v) -> str:
     return "n/a" if v is None else f"{v:.3g}" if abs(v) < 1e-3 and v != 0 else f"{v:.3f}"
 
 
+def _refused(items: list[dict], refusals: list[str]) -> str:
+    """How many answers contain a refusal template, out of how many."""
+    return f"{sum(any(t in it['generation'].lower() for t in refusals) for it in items)}/{len(items)}"
+
+
 def main(root: str) -> None:
     refusals = [r.lower().rstrip(".") for r in load_refusals()]
     rows = []
@@ -32,15 +37,11 @@ def main(root: str) -> None:
             continue
         r = json.loads(path.read_text())
         s, a = r["sets"], r["aggregates"]
-        def refused(set_name: str) -> str:
-            items = s[set_name]["items"]
-            return f"{sum(any(t in it['generation'].lower() for t in refusals) for it in items)}/{len(items)}"
-
         cells = [a["model_utility"]["value"], a["forget_efficacy"]["value"], a["forget_quality"]["value"],
                  s["forget"]["metrics"]["rouge_l"]["value"], s["retain"]["metrics"]["rouge_l"]["value"],
                  s["forget"]["metrics"]["token_entropy"]["value"]]
         rows.append(f"| {r['run'].get('method') or name} | " + " | ".join(_fmt(c) for c in cells)
-                    + f" | {refused('forget')} | {refused('retain')} |")
+                    + f" | {_refused(s['forget']['items'], refusals)} | {_refused(s['retain']['items'], refusals)} |")
     print("| model | MU* | FE* | FQ | forget ROUGE-L | retain ROUGE-L | forget token entropy | forget refusals "
           "| retain refusals |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from obliviate.config import render_config, write_config_files
+from obliviate.config import write_config_files
 
 from obliviate.objectives import list_methods
 
@@ -68,9 +68,6 @@ def configs() -> dict[str, dict]:
                 "train": PAPER_TRAIN,
             }
     return out
-
-
-render = render_config
 
 
 def main() -> int:

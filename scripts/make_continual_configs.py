@@ -1,7 +1,7 @@
 """Write the shipped continual-unlearning configs under configs/continual/ (one flat YAML file per experiment).
 
 Run from the repository root: ``python scripts/make_continual_configs.py``. The files are committed; this script
-keeps them consistent with the single-run configs. Same ``configs()`` / ``render()`` shape as make_configs.py.
+keeps them consistent with the single-run configs. Same ``configs()`` shape as make_configs.py.
 
 ``data.tofu`` is ``./data/tofu``: a TOFU folder in the continual layout (forgetXX.json rows carry task_id; the
 hub layout holds one task per split). The ``./`` keeps it from being read as a hub id when the folder is absent.
@@ -13,7 +13,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from obliviate.config import render_config, write_config_files
+from obliviate.config import write_config_files
 
 ROOT = Path(__file__).resolve().parents[1] / "configs"
 
@@ -52,9 +52,6 @@ def configs() -> dict[str, dict]:
         "continual": CONTINUAL,
     }
     return out
-
-
-render = render_config
 
 
 def main() -> int:

@@ -1,7 +1,7 @@
 """Write the shipped real-world configs under configs/real_world/ (one flat YAML file per experiment).
 
 Run from the repository root: ``python scripts/make_real_world_configs.py``. The files are committed; this
-script keeps them consistent with each other. Same ``configs()`` / ``render()`` shape as make_configs.py.
+script keeps them consistent with each other. Same ``configs()`` shape as make_configs.py.
 
 The data paths point at a real-world folder (forget.json, neighbor.json and their _perturbed files; see
 docs/real_world.md): ``data/real_world`` for your own data, ``data/real_world_example`` for the shipped
@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from obliviate.config import render_config, write_config_files
+from obliviate.config import write_config_files
 
 ROOT = Path(__file__).resolve().parents[1] / "configs"
 
@@ -71,9 +71,6 @@ def configs() -> dict[str, dict]:
         "eval": {"real_world": True},
     }
     return out
-
-
-render = render_config
 
 
 def main() -> int:

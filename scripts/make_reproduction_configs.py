@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from obliviate.config import render_config, write_config_files
+from obliviate.config import write_config_files
 
 ROOT = Path(__file__).resolve().parents[1] / "configs"
 DATA = "runs/repro/data"
@@ -47,9 +47,6 @@ def configs() -> dict[str, dict]:
             "data": {"forget": f"{DATA}/forget.json", "retain": f"{DATA}/retain.json"},
             "method": {"name": m, "beta": 0.1}, "train": UNLEARN, "eval": EVAL}
     return out
-
-
-render = render_config
 
 
 def main() -> int:

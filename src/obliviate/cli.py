@@ -148,23 +148,19 @@ def _print_results_summary(results: dict) -> None:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     """Run several configs in order (finished runs are reused), then one report over every evaluated run."""
-    import yaml
-
-    from obliviate.config import load_config
+    from obliviate.config import config_from_dict, read_config_file
     from obliviate.reporting import write_report
     from obliviate.training.run import finetune, is_complete, unlearn
 
     # Validate every config before running any, so a typo in the last one doesn't waste the first ones' hours.
     plans = []
     for path in args.configs:
-        try:
-            kind = (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}).get("kind", "unlearn")
-        except (OSError, yaml.YAMLError) as exc:
-            raise ObliviateError(f"{path}: cannot read config ({exc})") from None
+        raw = read_config_file(path)
+        kind = raw.pop("kind", "unlearn")
         if kind not in ("unlearn", "finetune"):
             raise ObliviateError(f"{path}: sweep runs unlearn and finetune configs; this one is '{kind}' "
                                  f"(use `obliviate {kind}`)")
-        plans.append((path, kind, load_config(kind, path, args.overrides)))
+        plans.append((path, kind, config_from_dict(kind, raw, args.overrides, source=str(path))))
     evaluated = []
     for i, (path, kind, cfg) in enumerate(plans, 1):
         out = Path(cfg.output_dir)

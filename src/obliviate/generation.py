@@ -25,6 +25,7 @@ from transformers import DynamicCache
 from obliviate.data.collate import pad_sequences
 from obliviate.data.formatting import PromptFormatter
 from obliviate.kvcache import cache_kwargs, concat_caches, left_pad_cache, trim_left
+from obliviate.models import inference
 
 
 def stop_token_ids(tokenizer) -> list[int]:
@@ -38,7 +39,6 @@ def stop_token_ids(tokenizer) -> list[int]:
     return sorted(stop)
 
 
-@torch.no_grad()
 def generate_answers(model, formatter: PromptFormatter, questions: Sequence[str], *, max_new_tokens: int = 64,
                      batch_size: int = 16, device: torch.device | str | None = None) -> list[str]:
     """Greedy answers to ``questions``, in input order."""
@@ -50,7 +50,6 @@ def generate_answers(model, formatter: PromptFormatter, questions: Sequence[str]
     return [tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
 
 
-@torch.no_grad()
 def greedy_decode(model, prompts: Sequence[list[int]], *, max_new_tokens: int, stop_ids: Sequence[int],
                   pad_token_id: int, batch_size: int = 16, device: torch.device | str | None = None
                   ) -> list[list[int]]:
@@ -63,9 +62,7 @@ def greedy_decode(model, prompts: Sequence[list[int]], *, max_new_tokens: int, s
     waiting = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)  # pop() = shortest
     stop = set(stop_ids)
     batch = _Batch(model, device)
-    was_training = model.training
-    model.eval()
-    try:
+    with inference(model):
         while waiting or batch.size:
             if waiting and batch.size <= batch_size // 2:
                 take = [waiting.pop() for _ in range(min(batch_size - batch.size, len(waiting)))]
@@ -81,8 +78,6 @@ def greedy_decode(model, prompts: Sequence[list[int]], *, max_new_tokens: int, s
                 batch.keep(torch.tensor(keep, device=device))
             if batch.size:
                 batch.step()
-    finally:
-        model.train(was_training)
     return results
 
 

@@ -15,10 +15,10 @@ from transformers import DynamicCache
 
 from obliviate.data.collate import collate_examples, pad_sequences
 from obliviate.kvcache import cache_kwargs
+from obliviate.models import inference
 from obliviate.objectives import token_logprobs
 
 
-@torch.no_grad()
 def sequence_logprobs(model, examples: Sequence[dict], *, pad_token_id: int, batch_size: int = 16,
                       device: torch.device | str | None = None) -> tuple[list[float], list[int]]:
     """Summed log-probability of the labelled tokens of each example, and the number of labelled tokens.
@@ -28,12 +28,10 @@ def sequence_logprobs(model, examples: Sequence[dict], *, pad_token_id: int, bat
     """
     if device is None:
         device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
     sums: list[float] = [0.0] * len(examples)
     counts: list[int] = [0] * len(examples)
-    try:
+    with inference(model):
         for start in range(0, len(order), batch_size):
             idx = order[start: start + batch_size]
             batch = collate_examples([examples[i] for i in idx], pad_token_id)
@@ -43,12 +41,9 @@ def sequence_logprobs(model, examples: Sequence[dict], *, pad_token_id: int, bat
             for row, i in enumerate(idx):
                 sums[i] = float(logp[row].sum())
                 counts[i] = int(mask[row].sum())
-    finally:
-        model.train(was_training)
     return sums, counts
 
 
-@torch.no_grad()
 def shared_prompt_logprobs(model, groups: Sequence[tuple[list[int], Sequence[list[int]]]], *, pad_token_id: int,
                            batch_size: int = 16, device: torch.device | str | None = None
                            ) -> list[list[tuple[float, int]]]:
@@ -63,14 +58,12 @@ def shared_prompt_logprobs(model, groups: Sequence[tuple[list[int], Sequence[lis
     """
     if device is None:
         device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     results: list[list[tuple[float, int]]] = [[] for _ in groups]
     # Chunks of items with the same number of answers, so one cache repeat factor serves the whole chunk.
     by_count: dict[int, list[int]] = {}
     for i, (_, answers) in enumerate(groups):
         by_count.setdefault(len(answers), []).append(i)
-    try:
+    with inference(model):
         for n, members in by_count.items():
             if n == 0:
                 continue
@@ -80,8 +73,6 @@ def shared_prompt_logprobs(model, groups: Sequence[tuple[list[int], Sequence[lis
                 chunk = members[start: start + per_chunk]
                 _score_chunk(model, [groups[i] for i in chunk], n, pad_token_id, device,
                              [results[i] for i in chunk])
-    finally:
-        model.train(was_training)
     return results
 
 
@@ -123,7 +114,6 @@ def supports_tree_attention(model) -> bool:
     return getattr(config, "_attn_implementation", None) in TREE_ATTENTION
 
 
-@torch.no_grad()
 def tree_prompt_logprobs(model, groups: Sequence[tuple[list[int], Sequence[list[int]]]], *, pad_token_id: int,
                          batch_size: int = 16, device: torch.device | str | None = None
                          ) -> list[list[tuple[float, int]]]:
@@ -138,12 +128,10 @@ def tree_prompt_logprobs(model, groups: Sequence[tuple[list[int], Sequence[list[
     """
     if device is None:
         device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     packed = [_pack_tree(prompt, answers) for prompt, answers in groups]
     results: list[list[tuple[float, int]]] = [[] for _ in groups]
     order = sorted(range(len(groups)), key=lambda i: len(packed[i].tokens))
-    try:
+    with inference(model):
         start = 0
         while start < len(order):
             # About batch_size answers per forward pass, as in the other scorers.
@@ -155,8 +143,6 @@ def tree_prompt_logprobs(model, groups: Sequence[tuple[list[int], Sequence[list[
             scored = _score_trees(model, [packed[i] for i in chunk], pad_token_id, device)
             for i, item in zip(chunk, scored):
                 results[i] = item
-    finally:
-        model.train(was_training)
     return results
 
 

@@ -37,6 +37,7 @@ import os
 import re
 import shutil
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -538,6 +539,18 @@ def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     ref.eval()
     ref.requires_grad_(False)
     return ref
+
+
+@contextmanager
+def inference(model: torch.nn.Module):
+    """Run ``model`` in eval mode without gradients, then put it back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
 
 
 def is_peft_model(model: object) -> bool:

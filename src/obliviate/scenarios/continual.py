@@ -46,7 +46,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from obliviate.config import UnlearnConfig, config_to_dict
 from obliviate.data.loading import format_problem, raise_problems
 from obliviate.data.records import QARecord
