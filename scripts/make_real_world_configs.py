@@ -17,7 +17,7 @@ from obliviate.config import write_config_files
 
 ROOT = Path(__file__).resolve().parents[1] / "configs"
 
-# Yuan et al. 2024, real-world scenario (SPEC §1; the released config/real_world.yaml): Llama-3-8B-Instruct,
+# Yuan et al. 2024, real-world scenario (docs/methods.md; the released config/real_world.yaml): Llama-3-8B-Instruct,
 # lr 5e-6, 5 epochs, batch 4 per device × 4 accumulation steps × 2 GPUs = 32 sequences per optimizer step,
 # AdamW with weight decay 0.01, one epoch of linear warm-up, seed 1001.
 PAPER_TRAIN = {"learning_rate": 5e-6, "num_epochs": 5.0, "batch_size": 4, "gradient_accumulation_steps": 4,
@@ -26,7 +26,7 @@ PAPER_MODEL = {"name": "meta-llama/Meta-Llama-3-8B-Instruct", "dtype": "bfloat16
 PAPER_DATA = {"forget": "data/real_world/forget.json", "retain": "data/real_world/neighbor.json"}
 
 # The methods the paper runs in this scenario. ME+GD's forget coefficient is 0.5 here (0.1 on TOFU); every
-# other coefficient and mask is the method's default (SPEC §1).
+# other coefficient and mask is the method's default (docs/methods.md).
 METHODS: dict[str, dict] = {
     "ME+GD": {"forget_coeff": 0.5},
     "IDK+AP": {},

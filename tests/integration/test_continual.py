@@ -1,4 +1,4 @@
-"""Continual unlearning (SPEC §3): task order, shrinking retain sets, references, resuming, summary, report.
+"""Continual unlearning (docs/continual.md): task order, shrinking retain sets, references, resuming, summary, report.
 
 Split assembly is checked on tiny continual-layout data written here (and, where present, on the shared TOFU
 data, without training). Training runs use the tiny random Llama for two steps of one or two optimizer steps.

@@ -1,7 +1,7 @@
 """Batched evaluation equals a straightforward one-item-at-a-time computation on real TOFU rows.
 
 The reference computation below is written independently of the library's batching: one sequence per
-forward pass, no padding, float64 log-softmax, the SPEC §2 formulas spelled out.
+forward pass, no padding, float64 log-softmax, the docs/metrics.md formulas spelled out.
 """
 
 from __future__ import annotations

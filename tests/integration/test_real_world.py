@@ -76,7 +76,7 @@ def test_rouge_and_references_use_the_golden_answer(tiny_model_dir, folder, tmp_
 
 
 def test_generation_is_the_entailment_premise_on_both_sets(tiny_model_dir, folder, tmp_path, golden_generations):
-    """SPEC §2: in the real-world scenario premise = generation, hypothesis = reference on every set (on TOFU's
+    """docs/metrics.md: in the real-world scenario premise = generation, hypothesis = reference on every set (on TOFU's
     retain set it is the other way round). The settings say real_world=False: the benchmark turns it on."""
     s = load_real_world(folder)
     nli = RecordingNLI()
@@ -88,7 +88,7 @@ def test_generation_is_the_entailment_premise_on_both_sets(tiny_model_dir, folde
     for name, rows in (("forget", s.forget_eval), ("neighbor", s.neighbor_eval)):
         generations = tuple(it["generation"] for it in record["sets"][name]["items"])
         assert generations in by_premises, f"{name}: the generations were not the premises"
-        # The hypothesis is the golden answer, the reference of every real-world metric (SPEC §3).
+        # The hypothesis is the golden answer, the reference of every real-world metric (docs/real_world.md).
         assert by_premises[generations] == [r.golden_answer for r in rows]
         # Every pair entailed and ROUGE-L ≥ 0.1 → entailment score 1 on both sets.
         assert record["sets"][name]["metrics"]["entailment"]["value"] == pytest.approx(1.0)

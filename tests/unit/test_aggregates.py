@@ -1,4 +1,4 @@
-"""Aggregates (SPEC §2, Aggregates; results.md) against numbers worked out by hand."""
+"""Aggregates (docs/metrics.md, Aggregates; results.md) against numbers worked out by hand."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-item metrics (SPEC §2) against numbers worked out by hand."""
+"""Per-item metrics (docs/metrics.md) against numbers worked out by hand."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Unlearning objectives against numbers worked out by hand (SPEC §1).
+"""Unlearning objectives against numbers worked out by hand (docs/methods.md).
 
 Most hand examples use a vocabulary of two tokens, where softmax((0, ln 3)) = (1/4, 3/4) and
 softmax((0, 0)) = (1/2, 1/2), so every value has a closed form in ln 2 and ln 3. Tensors are float64 so
@@ -563,7 +563,7 @@ def test_a_user_registered_term_becomes_a_method(monkeypatch):
 
 
 NAMED = [
-    # name, forget, regularizer, forget_coeff, mask, targeted (SPEC §1 defaults)
+    # name, forget, regularizer, forget_coeff, mask, targeted (docs/methods.md defaults)
     ("GA", "ga", "none", 1.0, True, False),
     ("GA+GD", "ga", "gd", 1.0, True, False),
     ("GA+KL", "ga", "kl", 1.0, True, False),
@@ -587,7 +587,7 @@ def test_list_methods_is_the_papers_fourteen_in_order():
 
 @pytest.mark.parametrize("row", NAMED, ids=[row[0] for row in NAMED])
 def test_resolve_named_method(row):
-    """Each named method, looked up in lower case, carries SPEC §1's defaults (regularization_coeff 1.0)."""
+    """Each named method, looked up in lower case, carries docs/methods.md's defaults (regularization_coeff 1.0)."""
     name, forget, regularizer, forget_coeff, mask, targeted = row
     method = resolve_method(name.lower())
     assert (method.name, method.forget, method.regularizer) == (name, forget, regularizer)

@@ -1,4 +1,4 @@
-"""The real-world scenario's data (SPEC §3): strict loading, the shipped example, aggregates and configs."""
+"""The real-world scenario's data (docs/real_world.md): strict loading, the shipped example, aggregates and configs."""
 
 from __future__ import annotations
 
@@ -262,7 +262,7 @@ def test_real_world_configs_match_their_generator():
 
 @pytest.mark.parametrize("method", ["ME+GD", "IDK+AP", "GA+GD", "NPO+GD", "IDK+GD"])
 def test_real_world_configs_carry_the_paper_hyperparameters(method):
-    """SPEC §1: real-world lr 5e-6, ME+GD forget_coeff 0.5, everything else as on TOFU."""
+    """docs/methods.md: real-world lr 5e-6, ME+GD forget_coeff 0.5, everything else as on TOFU."""
     cfg = load_config("unlearn", ROOT / "configs" / "real_world" / f"{method.lower().replace('+', '_')}.yaml")
     t = cfg.train
     assert cfg.method.name == method and cfg.eval.real_world is True

@@ -1,4 +1,4 @@
-"""Embedding and NLI scorers (SPEC §2, Cosine similarity and Entailment score), offline."""
+"""Embedding and NLI scorers (docs/metrics.md, Cosine similarity and Entailment score), offline."""
 
 from __future__ import annotations
 

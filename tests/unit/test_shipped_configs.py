@@ -31,7 +31,7 @@ def test_config_loads_and_validates(path):
 
 
 def test_paper_grid_is_complete():
-    """14 methods × 3 TOFU splits with the paper's hyperparameters (SPEC §1)."""
+    """14 methods × 3 TOFU splits with the paper's hyperparameters (docs/methods.md)."""
     for m in list_methods():
         for split in ("forget01", "forget05", "forget10"):
             cfg = load_config("unlearn", ROOT / "configs" / "tofu" / f"{m.name.lower().replace('+', '_')}_{split}.yaml")

@@ -1,4 +1,4 @@
-"""The real-world scenario (Yuan et al., 2024, arXiv 2410.08109; SPEC §3): forget facts about real people.
+"""The real-world scenario (Yuan et al., 2024, arXiv 2410.08109; docs/real_world.md): forget facts about real people.
 
 Unlike TOFU, there is no fine-tuning step first: the model already knows these people from pre-training.
 The forget set holds questions about the people to forget; the *neighbour* set holds questions about other,

@@ -1,4 +1,4 @@
-"""Aggregate scores over the per-set metrics (SPEC §2, Aggregates; results.md, "aggregates").
+"""Aggregate scores over the per-set metrics (docs/metrics.md, Aggregates; results.md, "aggregates").
 
 Model Utility (MU) is a harmonic mean over set × metric numbers, Forget Efficacy (FE) one minus a mean of
 forget-set numbers, Forget Quality (FQ) a Kolmogorov–Smirnov p-value. Each returns an :class:`Aggregate`
@@ -46,7 +46,7 @@ SetMetrics = Mapping[str, Mapping[str, "float | None"] | None]
 
 
 def harmonic_mean(values: Sequence[float]) -> float:
-    """``n / Σ 1/v`` over ``values``; 0.0 when any value is 0 (SPEC §2: report it, don't hide it).
+    """``n / Σ 1/v`` over ``values``; 0.0 when any value is 0 (docs/metrics.md: report it, don't hide it).
 
     The limit as a component goes to 0 is 0, so a model that fails one metric entirely gets MU 0.
 
@@ -161,7 +161,7 @@ def _harmonic_aggregate(
 def model_utility(set_metrics: SetMetrics) -> Aggregate:
     """Model Utility: harmonic mean of the 18 numbers retain / real_authors / world_facts × the six metrics.
 
-    SPEC §2; Yuan et al., 2024, arXiv 2410.08109. ``set_metrics`` maps a set name to its metric values
+    docs/metrics.md; Yuan et al., 2024, arXiv 2410.08109. ``set_metrics`` maps a set name to its metric values
     (``{"retain": {"rouge_l": 0.8, ...}, ...}``); a None metric is left out and marks the result partial.
     """
     return _harmonic_aggregate("model_utility", set_metrics, MU_SETS, MU_METRICS)
@@ -170,7 +170,7 @@ def model_utility(set_metrics: SetMetrics) -> Aggregate:
 def model_utility_tofu(set_metrics: SetMetrics) -> Aggregate:
     """TOFU's Model Utility: harmonic mean of Probability, ROUGE-L and Truth ratio on the three sets (9 numbers).
 
-    SPEC §2; Maini et al., 2024, arXiv 2401.06121.
+    docs/metrics.md; Maini et al., 2024, arXiv 2401.06121.
     """
     return _harmonic_aggregate("model_utility_tofu", set_metrics, MU_SETS, MU_TOFU_METRICS)
 
@@ -184,7 +184,7 @@ def model_utility_retain(set_metrics: SetMetrics) -> Aggregate:
 def forget_efficacy(forget_metrics: Mapping[str, float | None] | None) -> Aggregate:
     """Forget Efficacy ``1 − mean(forget ROUGE-L, Probability, Truth ratio, Cosine similarity, Entailment)``.
 
-    SPEC §2; Yuan et al., 2024, arXiv 2410.08109. Token entropy is excluded. Unavailable (None) metrics
+    docs/metrics.md; Yuan et al., 2024, arXiv 2410.08109. Token entropy is excluded. Unavailable (None) metrics
     are left out of the mean and mark the result partial; higher is better.
     """
     wanted = [f"forget.{m}" for m in FORGET_EFFICACY_METRICS]
@@ -217,7 +217,7 @@ def forget_quality(
     unlearned_x: Sequence[float] | None, retain_x: Sequence[float] | None, *, reason_if_missing: str
 ) -> Aggregate:
     """Forget Quality: p-value of a two-sample Kolmogorov–Smirnov test between the forget set's per-item
-    truth-ratio ``x`` values of the unlearned model and of a retain model (SPEC §2; Maini et al., 2024).
+    truth-ratio ``x`` values of the unlearned model and of a retain model (docs/metrics.md; Maini et al., 2024).
 
     A high p-value means the two distributions cannot be told apart — the unlearned model looks like one
     never trained on the forget set. ``scipy.stats.ks_2samp`` with its defaults (exact p-value for small

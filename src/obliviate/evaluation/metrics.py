@@ -1,11 +1,11 @@
-"""Per-item evaluation metrics (SPEC §2) and the metric registry with each metric's direction.
+"""Per-item evaluation metrics (docs/metrics.md) and the metric registry with each metric's direction.
 
 Every function here is pure: lists of numbers or strings in, one value per item out (or one number for
 the set-level truth-ratio forms). The model-dependent parts — generation, answer log-likelihoods,
 sentence embeddings, NLI labels — are computed elsewhere and handed in, so each definition can be
 checked against numbers worked out by hand.
 
-Notation as in SPEC: ``ℓ̄(a|q)`` is the mean per-token negative log-likelihood of the answer tokens
+Notation as in docs/metrics.md: ``ℓ̄(a|q)`` is the mean per-token negative log-likelihood of the answer tokens
 (nats), ``P(a|q) = exp(−ℓ̄(a|q))``. A mean token log-probability is ``−ℓ̄``.
 
 Paper: Yuan et al., 2024, "A Closer Look at Machine Unlearning for Large Language Models",
@@ -49,7 +49,7 @@ __all__ = [
 # (real authors, world facts, or a real-world scenario's neighbours).
 SET_KINDS = ("forget", "retain", "utility")
 
-# SPEC §2, Entailment score: "An item whose ROUGE-L recall < 0.1 counts as not entailed". An NLI model
+# docs/metrics.md, Entailment score: "An item whose ROUGE-L recall < 0.1 counts as not entailed". An NLI model
 # can label an empty or off-topic generation as entailed by (or entailing) a long reference; the ROUGE
 # gate keeps such items from counting as remembered knowledge.
 ENTAILMENT_MIN_ROUGE_L = 0.1
@@ -71,7 +71,7 @@ class MetricSpec:
 
     ``higher_is_better_forget``: whether a higher value is better on the forget set (less knowledge
     left is better there, so this is False for every knowledge metric). ``higher_is_better_other``:
-    the same on the retain and utility sets. Directions follow results.md and STYLE practice 6.
+    the same on the retain and utility sets. Directions follow results.md.
     """
 
     name: str
@@ -201,7 +201,7 @@ def _rouge_scorer() -> Any:
 
 
 def rouge_recall(generations: Sequence[str], references: Sequence[str]) -> dict[str, list[float]]:
-    """ROUGE-1 and ROUGE-L recall of each generation against its reference (SPEC §2, ROUGE).
+    """ROUGE-1 and ROUGE-L recall of each generation against its reference (docs/metrics.md, ROUGE).
 
     Recall = matched reference tokens / reference tokens (ROUGE-L: longest common subsequence), with
     ``rouge_score``'s tokenizer (lower case, alphanumeric words) and the Porter stemmer, as in the
@@ -224,7 +224,7 @@ def rouge_recall(generations: Sequence[str], references: Sequence[str]) -> dict[
 
 
 def probability_items(answer_logp_sum: Sequence[float], answer_token_counts: Sequence[int]) -> list[float]:
-    """``P(a|q) = exp(−ℓ̄(a|q))`` per item: the per-token geometric-mean probability (SPEC §2).
+    """``P(a|q) = exp(−ℓ̄(a|q))`` per item: the per-token geometric-mean probability (docs/metrics.md).
 
     ``answer_logp_sum`` is the summed log-probability of the answer tokens (``−ℓ(a|q)``),
     ``answer_token_counts`` the number of answer tokens. Used on the forget and retain sets.
@@ -250,7 +250,7 @@ def probability_items(answer_logp_sum: Sequence[float], answer_token_counts: Seq
 def normalized_probability_items(
     answer_mean_logp: Sequence[float], perturbed_mean_logps: Sequence[Sequence[float]]
 ) -> list[float]:
-    """``P(a|q) / (P(a|q) + Σ_j P(pert_j|q))`` per item, with ``P = exp(mean token log-prob)`` (SPEC §2).
+    """``P(a|q) / (P(a|q) + Σ_j P(pert_j|q))`` per item, with ``P = exp(mean token log-prob)`` (docs/metrics.md).
 
     The probability metric of the real-authors and world-facts sets: the answer's share of the
     probability mass among itself and its perturbed (wrong) alternatives. Computed as
@@ -276,7 +276,7 @@ def normalized_probability_items(
 
 
 def truth_ratio_x(para_mean_nll: Sequence[float], perturbed_mean_nlls: Sequence[Sequence[float]]) -> list[float]:
-    """Per item ``x = exp(mean_j ℓ̄(pert_j|q) − ℓ̄(para|q))`` (SPEC §2, Truth ratio).
+    """Per item ``x = exp(mean_j ℓ̄(pert_j|q) − ℓ̄(para|q))`` (docs/metrics.md, Truth ratio).
 
     ``para_mean_nll``: mean token NLL of the paraphrased answer (forget/retain) or of the answer itself
     (real authors/world facts); ``perturbed_mean_nlls``: those of each perturbed answer. ``x`` equals
@@ -315,7 +315,7 @@ def _check_x(xs: Sequence[float]) -> list[float]:
 
 
 def truth_ratio_forget_items(xs: Sequence[float]) -> list[float]:
-    """Per item ``min(x, 1/x)`` (SPEC §2): 1 when the model cannot tell correct from perturbed.
+    """Per item ``min(x, 1/x)`` (docs/metrics.md): 1 when the model cannot tell correct from perturbed.
 
     The forget-set truth ratio is ``1 − mean`` of these. ``x = 0`` or ``inf`` give 0 (the limits).
     """
@@ -329,7 +329,7 @@ def truth_ratio_forget_items(xs: Sequence[float]) -> list[float]:
 
 
 def truth_ratio_other_items(xs: Sequence[float]) -> list[float]:
-    """Per item ``max(0, 1 − 1/x)`` (SPEC §2): how strongly the correct answer is preferred.
+    """Per item ``max(0, 1 − 1/x)`` (docs/metrics.md): how strongly the correct answer is preferred.
 
     The retain/utility truth ratio is the mean of these. ``x = 0`` gives 0 and ``x = inf`` gives 1.
     """
@@ -340,13 +340,13 @@ def truth_ratio_other_items(xs: Sequence[float]) -> list[float]:
 
 
 def truth_ratio_forget(xs: Sequence[float]) -> float:
-    """Forget-set truth ratio ``1 − mean(min(x, 1/x))`` (SPEC §2); lower is better (less knowledge)."""
+    """Forget-set truth ratio ``1 − mean(min(x, 1/x))`` (docs/metrics.md); lower is better (less knowledge)."""
     items = truth_ratio_forget_items(xs)
     return 1.0 - sum(items) / len(items)
 
 
 def truth_ratio_other(xs: Sequence[float]) -> float:
-    """Retain/utility truth ratio ``mean(max(0, 1 − 1/x))`` (SPEC §2); higher is better."""
+    """Retain/utility truth ratio ``mean(max(0, 1 − 1/x))`` (docs/metrics.md); higher is better."""
     items = truth_ratio_other_items(xs)
     return sum(items) / len(items)
 
@@ -361,7 +361,7 @@ class _Tokenizes(Protocol):
 
 
 def token_entropy(texts: Sequence[str], tokenizer: _Tokenizes) -> list[float]:
-    """Normalised unigram token entropy of each text (SPEC §2, Token entropy; Yuan et al. 2024).
+    """Normalised unigram token entropy of each text (docs/metrics.md, Token entropy; Yuan et al. 2024).
 
     Tokens are ``tokenizer.tokenize(text)``; with ``N`` tokens and ``p_w`` the share of token ``w``,
     ``H = −Σ_w p_w log2 p_w / log2 N``, which lies in [0, 1]: 1 when all tokens differ, 0 when one
@@ -389,7 +389,7 @@ def token_entropy(texts: Sequence[str], tokenizer: _Tokenizes) -> list[float]:
 def entailment_items(labels: Sequence[bool] | None, rouge_l: Sequence[float]) -> list[float] | None:
     """Per item 1.0 if the NLI model labelled it entailment and its ROUGE-L recall ≥ 0.1, else 0.0.
 
-    SPEC §2, Entailment score: an item whose ROUGE-L recall is below
+    docs/metrics.md, Entailment score: an item whose ROUGE-L recall is below
     :data:`ENTAILMENT_MIN_ROUGE_L` counts as not entailed. ``labels`` is None when no NLI model was
     available; the result is then None too — never a made-up score.
     """

@@ -1,6 +1,6 @@
 """The models behind two metrics: a sentence embedder (Cosine similarity) and an NLI classifier (Entailment).
 
-SPEC §2: Cosine similarity is ``max(0, cos(e(gen), e(ref)))`` with a sentence-embedding model (paper:
+docs/metrics.md: Cosine similarity is ``max(0, cos(e(gen), e(ref)))`` with a sentence-embedding model (paper:
 ``sentence-transformers/paraphrase-MiniLM-L6-v2``); the Entailment score counts items an NLI model labels
 ``entailment`` (paper: ``sileod/deberta-v3-base-tasksource-nli``). Both models are settings, loaded once
 per evaluation run.
@@ -153,7 +153,7 @@ def packaged_embedding_model() -> Path | None:
 
 
 class Embedder:
-    """A sentence-transformers model for the Cosine similarity metric (SPEC §2).
+    """A sentence-transformers model for the Cosine similarity metric (docs/metrics.md).
 
     Build it with :meth:`load`. ``requested`` is the model asked for, ``used`` what was loaded (a hub
     id or a folder), ``fallback_reason`` why the packaged model stands in (None when it does not).
@@ -216,7 +216,7 @@ class Embedder:
                    batch_size=batch_size)
 
     def cosine(self, generations: Sequence[str], references: Sequence[str]) -> list[float]:
-        """``max(0, cos(e(gen), e(ref)))`` for each pair (SPEC §2, Cosine similarity).
+        """``max(0, cos(e(gen), e(ref)))`` for each pair (docs/metrics.md, Cosine similarity).
 
         Both lists are embedded in one batched pass; embeddings are L2-normalised, so the cosine is
         their dot product. Raises ValueError when the lists differ in length.
@@ -252,7 +252,7 @@ class Embedder:
 
 
 class NLIScorer:
-    """An NLI sequence classifier for the Entailment metric (SPEC §2).
+    """An NLI sequence classifier for the Entailment metric (docs/metrics.md).
 
     Build it with :meth:`load`. ``entailment_id`` is the class index whose ``config.id2label`` name is
     "entailment"; an item is entailed when that class has the highest logit.
@@ -318,7 +318,7 @@ class NLIScorer:
     def entails(self, premises: Sequence[str], hypotheses: Sequence[str], batch_size: int = 16) -> list[bool]:
         """Whether the model's top class for each (premise, hypothesis) pair is entailment.
 
-        Which text is the premise depends on the set (SPEC §2): the generation on the forget set, the
+        Which text is the premise depends on the set (docs/metrics.md): the generation on the forget set, the
         reference on the other TOFU sets. Pairs longer than the model's limit are truncated, longest
         side first. Raises ValueError when the lists differ in length or ``batch_size`` < 1.
         """

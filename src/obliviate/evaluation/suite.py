@@ -6,7 +6,7 @@ answer, paraphrase, perturbed answers — scored with each item's prompt run onc
 prefix tree (a start shared by several answers is computed once), items batched by length. The embedding and
 NLI models are loaded once per run (:class:`Scorers`) and reused for every set and every model.
 
-Which answer is compared with what (SPEC §2):
+Which answer is compared with what (docs/metrics.md):
 
 * forget / retain sets: ROUGE, Probability and Cosine similarity against ``answer``; Truth ratio between
   ``paraphrased_answer`` and the ``perturbed_answers``; Probability is P(a|q).
@@ -117,7 +117,7 @@ def _run_model(model, formatter: PromptFormatter, parts: Sequence[tuple[list[QAR
 
     Pooling the sets keeps the batches full: a small set (forget01 has 40 rows) would otherwise decode alone
     until its longest answer stops. The answers of one item share its question's prompt, which is run once
-    (tree_prompt_logprobs). On utility sets the (short) answer itself plays the paraphrase's part (SPEC §2).
+    (tree_prompt_logprobs). On utility sets the (short) answer itself plays the paraphrase's part (docs/metrics.md).
     """
     groups, has_para, bounds = [], [], []
     for records, kind in parts:

@@ -1,4 +1,4 @@
-"""The one composition point of every unlearning method (SPEC §1)::
+"""The one composition point of every unlearning method (docs/methods.md)::
 
     L = forget_coeff · L_forget + regularization_coeff · L_reg
 """

@@ -121,7 +121,7 @@ def mean_token_nll(out: SequenceOutputs) -> Tensor:
 def token_uniform_kl(logits: Tensor, labels: Tensor, direction: str) -> tuple[Tensor, Tensor]:
     """Per-token KL divergence between the next-token distribution ``p_t`` and the uniform ``U`` over V.
 
-    Yuan et al. (2024), arXiv 2410.08109, ME objective (SPEC §1). With ``z`` the logits row and
+    Yuan et al. (2024), arXiv 2410.08109, ME objective (docs/methods.md). With ``z`` the logits row and
     ``lse = logsumexp(z)``:
 
     - ``"uniform_to_model"``: ``KL(U‖p_t) = −log V − (1/V) Σ_v log p_t(v) = lse − mean_v(z) − log V``
@@ -148,7 +148,7 @@ def token_uniform_kl(logits: Tensor, labels: Tensor, direction: str) -> tuple[Te
 def token_kl(ref_logits: Tensor, logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     """Per-token ``KL(π_ref ‖ π_θ) = Σ_v π_ref(v) (log π_ref(v) − log π_θ(v))`` of next-token distributions.
 
-    SPEC §1, KL regularizer. ``ref_logits`` come from the frozen reference model and are detached, so no
+    docs/methods.md, KL regularizer. ``ref_logits`` come from the frozen reference model and are detached, so no
     gradient reaches it. Returns ``(kl (B, T-1), mask)`` in nats, 0 at ignored positions.
     """
     if ref_logits.shape != logits.shape:

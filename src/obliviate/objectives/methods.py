@@ -1,7 +1,7 @@
 """Unlearning methods: a forget term, a regularizer, their coefficients, and the forget-term mask.
 
 The 14 methods of Yuan et al. (2024, arXiv 2410.08109) are named here with the paper's defaults
-(SPEC §1). Any other ``<forget>+<regularizer>`` pair of registered terms is a valid method too, with the
+(docs/methods.md). Any other ``<forget>+<regularizer>`` pair of registered terms is a valid method too, with the
 default coefficients: ``forget_coeff = regularization_coeff = 1.0`` and ``mask = True``, except that a
 pair whose forget term is ME takes ME+GD's defaults, ``forget_coeff = 0.1`` and ``mask = False``
 (the paper's setting for ME; applying it to every ME pair means that swapping the regularizer changes
@@ -58,7 +58,7 @@ class RequiredInputs:
         return bool(self.ref_logps or self.ref_logits)
 
 
-# ME+GD's defaults (SPEC §1), also used for every other pair whose forget term is ME.
+# ME+GD's defaults (docs/methods.md), also used for every other pair whose forget term is ME.
 _ME_FORGET_COEFF = 0.1
 _ME_MASK = False
 

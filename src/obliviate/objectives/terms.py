@@ -1,4 +1,4 @@
-"""Forget terms and regularizers (SPEC §1), each a pure function of logits, labels and log-probs.
+"""Forget terms and regularizers (docs/methods.md), each a pure function of logits, labels and log-probs.
 
 Every term has the signature ``fn(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor``
 (a scalar in nats) and is registered at its definition with the inputs it reads. Token-level terms
@@ -72,7 +72,7 @@ def require_ref_logits(inputs: UnlearningInputs, field: str) -> Tensor:
     paper=PAPER_GA,
 )
 def ga(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
-    """Gradient ascent on the forget answers: ``L = −ℓ̄(a_f|q_f)`` (Jang et al., 2023; SPEC §1 GA).
+    """Gradient ascent on the forget answers: ``L = −ℓ̄(a_f|q_f)`` (Jang et al., 2023; docs/methods.md, GA).
 
     Minimising it maximises the token NLL of the forget answers; it is unbounded below.
     """
@@ -87,7 +87,7 @@ def ga(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
     paper=PAPER_NPO,
 )
 def npo(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
-    """Negative preference optimisation (Zhang et al., 2024; SPEC §1 NPO)::
+    """Negative preference optimisation (Zhang et al., 2024; docs/methods.md, NPO)::
 
         L = −(2/β) · mean_batch log σ(−β · (log πθ(a_f|q_f) − log π_ref(a_f|q_f)))
 
@@ -109,7 +109,7 @@ def npo(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
 )
 def dpo(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
     """DPO with the refusal as the preferred and the forget answer as the rejected answer
-    (Rafailov et al., 2023, as used for unlearning in TOFU; SPEC §1 DPO)::
+    (Rafailov et al., 2023, as used for unlearning in TOFU; docs/methods.md, DPO)::
 
         L = −(2/β) · mean_batch log σ(β · [(log πθ(idk|q_f) − log πθ(a_f|q_f))
                                            − (log π_ref(idk|q_f) − log π_ref(a_f|q_f))])
@@ -135,7 +135,7 @@ def dpo(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
     paper=PAPER_TOFU,
 )
 def idk(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
-    """IDK fine-tuning (Maini et al., 2024; SPEC §1 IDK): ``L = ℓ̄(idk|q_f)``, the mean token NLL of a
+    """IDK fine-tuning (Maini et al., 2024; docs/methods.md, IDK): ``L = ℓ̄(idk|q_f)``, the mean token NLL of a
     refusal answer to the forget question."""
     return mean_token_nll(require(inputs, "forget_idk"))
 
@@ -147,7 +147,7 @@ def idk(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
     paper=PAPER_YUAN,
 )
 def me(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
-    """Maximising entropy (Yuan et al., 2024, the ME objective; SPEC §1 ME)::
+    """Maximising entropy (Yuan et al., 2024, the ME objective; docs/methods.md, ME)::
 
         L = mean over labelled forget tokens t of KL(U ‖ p_t)   (params.me_direction = "uniform_to_model")
         L = mean over labelled forget tokens t of KL(p_t ‖ U)   (params.me_direction = "model_to_uniform")
@@ -190,7 +190,7 @@ def llmu(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
     paper=PAPER_GD,
 )
 def gd(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
-    """Gradient descent on the retain set (gradient difference; Liu et al., 2022; SPEC §1 GD):
+    """Gradient descent on the retain set (gradient difference; Liu et al., 2022; docs/methods.md, GD):
     ``L = ℓ̄(a_r|q_r)``."""
     return mean_token_nll(require(inputs, "retain"))
 
@@ -203,7 +203,7 @@ def gd(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
     paper=PAPER_TOFU,
 )
 def kl(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
-    """KL minimisation on the retain set (Maini et al., 2024; SPEC §1 KL)::
+    """KL minimisation on the retain set (Maini et al., 2024; docs/methods.md, KL)::
 
         L = mean over labelled retain tokens t of KL(π_ref(·|y_≤t) ‖ πθ(·|y_≤t))
 
@@ -222,7 +222,7 @@ def kl(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
     paper=PAPER_YUAN,
 )
 def ap(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
-    """Answer preservation (Yuan et al., 2024, the AP loss; SPEC §1 AP)::
+    """Answer preservation (Yuan et al., 2024, the AP loss; docs/methods.md, AP)::
 
         L = −(1/β) · mean_batch log σ(β · (ℓθ(idk|q_r) − ℓθ(a_r|q_r)))
 

@@ -18,7 +18,7 @@ from obliviate.errors import ConfigError
 #: Label value of positions that no loss may see (question tokens under ``mask=true``, padding).
 IGNORE_INDEX = -100
 
-#: The two directions of the ME forget term (SPEC §1). The first is the released code of Yuan et al.
+#: The two directions of the ME forget term (docs/methods.md). The first is the released code of Yuan et al.
 #: (2024), which produced the published numbers; the second is the paper's equation.
 ME_DIRECTIONS = ("uniform_to_model", "model_to_uniform")
 

@@ -1,4 +1,4 @@
-"""Scenarios built from single unlearning runs (SPEC §3).
+"""Scenarios built from single unlearning runs (docs/continual.md, docs/real_world.md).
 
 ``continual``: the tasks of a split are forgotten one after another, each step starting from the previous
 step's model; see :mod:`obliviate.scenarios.continual` and docs/continual.md.

@@ -1,4 +1,4 @@
-"""Continual unlearning (SPEC §3): forget the tasks of a split one after another.
+"""Continual unlearning (docs/continual.md): forget the tasks of a split one after another.
 
 Tasks ``1..N`` of a forget split are unlearned in order. Step ``k`` forgets task ``k``, starting from the model
 step ``k − 1`` produced (step 1 from ``model.name``). Its retain set is the base retain set plus the forget rows

@@ -38,7 +38,7 @@ class UnlearningDataset(Dataset):
 
     With no forget set (fine-tuning), the examples are the retain items themselves, in order, as ``retain``.
 
-    ``mask=False`` makes the forget-side parts label question tokens as well as answer tokens (SPEC: the
+    ``mask=False`` makes the forget-side parts label question tokens as well as answer tokens (docs/methods.md: the
     forget term then sees the whole sequence, padding excluded); retain-side parts always label answers only.
     """
 
