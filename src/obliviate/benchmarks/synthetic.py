@@ -24,9 +24,7 @@ Example::
 from __future__ import annotations
 
 import json
-import os
 import random
-import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ from typing import Any, Callable, Iterable
 from obliviate.benchmarks import _synthetic_vocab as vocab
 from obliviate.data.records import QARecord
 from obliviate.errors import DataError, ObliviateError
+from obliviate.files import new_temp_dir, replace_dir
 
 __all__ = [
     "AuthorProfile",
@@ -498,9 +497,15 @@ class SyntheticBenchmark:
 
         The files are built in a hidden folder beside ``out_dir`` and renamed into place, so ``out_dir``
         is either absent, the old folder, or complete, never half-written. An existing non-empty
-        ``out_dir`` is replaced only with ``overwrite=True``.
+        ``out_dir`` is replaced only with ``overwrite=True``, and only when it is a benchmark folder (it has
+        ``benchmark.json``): anything else in its place is somebody's work.
         """
-        out = Path(out_dir)
+        from obliviate.outputs import output_path_problems, resolve_output_path
+
+        out = Path(resolve_output_path(out_dir))
+        problems = output_path_problems("--out", str(out))
+        if problems:
+            raise ObliviateError("; ".join(problems))
         if out.exists() or out.is_symlink():
             if not out.is_dir():
                 raise ObliviateError(f"cannot write the benchmark to {out}: it exists and is not a folder")
@@ -509,9 +514,13 @@ class SyntheticBenchmark:
                     f"refusing to write the benchmark into the non-empty folder {out}; "
                     "pass overwrite=True to replace it"
                 )
+            if any(out.iterdir()) and not (out / MANIFEST_FILE).is_file():
+                raise ObliviateError(
+                    f"refusing to replace {out}: it is not a benchmark folder (it has no {MANIFEST_FILE}), so "
+                    f"overwrite=True leaves it alone; choose another folder")
         out.parent.mkdir(parents=True, exist_ok=True)
 
-        staging = _make_sibling_dir(out, "tmp")
+        staging = new_temp_dir(out, "tmp")
         try:
             counts: dict[str, int] = {}
             for split, rows in self.splits().items():
@@ -523,46 +532,12 @@ class SyntheticBenchmark:
             shutil.rmtree(staging, ignore_errors=True)
             raise
 
-        _swap_into_place(staging, out)
-        return out
-
-
-def _make_sibling_dir(out: Path, kind: str) -> Path:
-    """Create a hidden, uniquely named folder next to ``out``.
-
-    Not ``tempfile.mkdtemp``: that creates the folder with mode 0700, which the renamed benchmark folder
-    would keep; ``os.mkdir`` honours the user's umask. The random suffix only names the folder and never
-    reaches the data.
-    """
-    for _ in range(100):
-        candidate = out.parent / f".{out.name}.{kind}-{secrets.token_hex(4)}"
         try:
-            os.mkdir(candidate)
-        except FileExistsError:
-            continue
-        return candidate
-    raise ObliviateError(f"could not create a working folder next to {out}")
-
-
-def _swap_into_place(staging: Path, out: Path) -> None:
-    """Rename ``staging`` to ``out``; an existing ``out`` is moved aside first and restored on failure."""
-    if not out.exists():
-        try:
-            os.replace(staging, out)
+            replace_dir(staging, out)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return
-    backup = _make_sibling_dir(out, "old")
-    os.rmdir(backup)  # only the unique name was wanted; os.replace needs the target absent on Windows
-    os.replace(out, backup)
-    try:
-        os.replace(staging, out)
-    except BaseException:
-        os.replace(backup, out)
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
+        return out
 
 
 def _row(record: QARecord, split: str) -> dict[str, Any]:

@@ -1,52 +1,46 @@
-"""Write reports to disk: load every run, render, and replace the output files atomically."""
+"""Write reports to disk: load every run, render, and replace the output files together."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from obliviate.errors import ObliviateError
+from obliviate.files import remove_stale_temps, write_texts_atomic
+from obliviate.outputs import OutputLock, creation_problem
 from obliviate.reporting.html import DEFAULT_TITLE, html_report
 from obliviate.reporting.results import load_results
 from obliviate.reporting.table import markdown_table
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, renamed into place.
-
-    A reader never sees a half-written report, and a failed write leaves the previous file (if any)
-    untouched and no temporary file behind. The folder is created if missing.
-    """
+def check_report_path(path: str | Path) -> Path:
+    """Refuse a report path that cannot be written (a folder, under a file, a read-only folder), before work."""
     target = Path(path)
     if target.is_dir():
         raise ObliviateError(f"{target}: is a folder; give a file name for the report")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Same folder as the target: os.replace is only atomic within one file system.
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as err:
-        raise ObliviateError(f"{target}: cannot write the report: {err.strerror or err}") from err
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp creates the file as 0600; a report is meant to be shared like any other file.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise ObliviateError(f"{target}: cannot write the report: {err.strerror or err}") from err
-    except BaseException:
-        # Interrupted (Ctrl-C) or a bug: still leave no temporary file behind, then let it propagate.
-        tmp.unlink(missing_ok=True)
-        raise
+    problem = creation_problem(target.parent)
+    if problem:
+        raise ObliviateError(f"{target}: cannot write the report: {problem}")
     return target
+
+
+def write_report_files(html_path: str | Path, page: str, markdown_path: str | Path | None = None,
+                       table: str | None = None) -> Path:
+    """Write the HTML page (and the Markdown table) so that both are new or both are old.
+
+    The output is locked against a second process writing the same report, what a killed earlier write left
+    is removed, and both texts are flushed to temporary files before either is renamed into place
+    (:func:`obliviate.files.write_texts_atomic`).
+    """
+    html_path = check_report_path(html_path)
+    items: list[tuple[Path, str]] = [(html_path, page)]
+    if markdown_path is not None and table is not None:
+        items.append((check_report_path(markdown_path), table))
+    with OutputLock(html_path, what="report file"):
+        for path, _ in items:
+            remove_stale_temps(path)
+        write_texts_atomic(items, what="the report")
+    return html_path
 
 
 def write_report(run_paths: Iterable[str | Path], out_html: str | Path, *, markdown_out: str | Path | None = None,
@@ -60,10 +54,10 @@ def write_report(run_paths: Iterable[str | Path], out_html: str | Path, *, markd
     paths = list(run_paths)
     if not paths:
         raise ObliviateError("no results to report: give at least one results.json or run folder")
+    check_report_path(out_html)
+    if markdown_out is not None:
+        check_report_path(markdown_out)
     results = [load_results(p) for p in paths]
     page = html_report(results, title=title)
     table = markdown_table(results) if markdown_out is not None else None
-    out = write_text_atomic(out_html, page)
-    if markdown_out is not None and table is not None:
-        write_text_atomic(markdown_out, table)
-    return out
+    return write_report_files(out_html, page, markdown_out, table)
