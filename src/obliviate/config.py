@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
+import json
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -27,6 +30,7 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 ME_DIRECTIONS = ("uniform_to_model", "model_to_uniform")
 SAVE_STRATEGIES = ("no", "epoch", "steps")
+NAN_POLICIES = ("stop", "skip")
 TOFU_SPLITS = ("forget01", "forget05", "forget10")
 FINETUNE_SETS = ("full", "retain")
 
@@ -95,6 +99,8 @@ class TrainConfig:
     deepspeed: str | None = None        # path to a DeepSpeed JSON config
     fsdp: str = ""                      # transformers' fsdp option string, e.g. "full_shard auto_wrap"
     report_to: list[str] = field(default_factory=lambda: ["none"])
+    nan_policy: str = "stop"            # a non-finite loss or gradient: stop the run, or skip that update
+    nan_max_skips: int = 10             # nan_policy=skip: stop once more updates than this were skipped
 
 
 @dataclass
@@ -201,6 +207,11 @@ def _common_errors(cfg: RunConfig) -> list[str]:
         errors.append(f"train.warmup_epochs: must be >= 0, got {t.warmup_epochs}")
     if t.save_strategy not in SAVE_STRATEGIES:
         errors.append(_choice("train.save_strategy", t.save_strategy, SAVE_STRATEGIES))
+    if t.nan_policy not in NAN_POLICIES:
+        errors.append(_choice("train.nan_policy", t.nan_policy, NAN_POLICIES))
+    if t.nan_max_skips < 1:
+        errors.append(f"train.nan_max_skips: must be >= 1, got {t.nan_max_skips}")
+    errors += _engine_errors(t)
     if d.tofu is not None and d.split not in TOFU_SPLITS:
         errors.append(_choice("data.split", d.split, TOFU_SPLITS))
     if d.task < 1:
@@ -211,6 +222,43 @@ def _common_errors(cfg: RunConfig) -> list[str]:
         errors.append(f"lora.r: must be >= 1, got {lo.r}")
     if not 0 <= lo.dropout < 1:
         errors.append(f"lora.dropout: must be in [0, 1), got {lo.dropout}")
+    return errors
+
+
+def _engine_choices() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """The learning-rate schedules, optimizers and FSDP options the training engine (transformers) knows."""
+    from transformers.trainer_utils import FSDPOption, SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    return (tuple(s.value for s in SchedulerType), tuple(o.value for o in OptimizerNames),
+            tuple(o.value for o in FSDPOption))
+
+
+def _engine_errors(t: TrainConfig) -> list[str]:
+    """Options passed through to the engine, checked here so a typo is a config error and not a traceback."""
+    errors: list[str] = []
+    schedulers, optimizers, fsdp_options = _engine_choices()
+    if t.lr_scheduler not in schedulers:
+        errors.append(_choice("train.lr_scheduler", t.lr_scheduler, schedulers))
+    if t.optim not in optimizers:
+        errors.append(_choice("train.optim", t.optim, optimizers))
+    for option in t.fsdp.split():
+        if option not in fsdp_options:
+            errors.append(_choice("train.fsdp", option, fsdp_options))
+    if t.deepspeed is not None:
+        path = Path(t.deepspeed).expanduser()
+        if not t.deepspeed.strip():
+            errors.append("train.deepspeed: give the path of a DeepSpeed JSON config, or null")
+        elif not path.is_file():
+            errors.append(f"train.deepspeed: {t.deepspeed}: file not found (a DeepSpeed JSON config)")
+        else:
+            try:
+                json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                line = f" at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
+                errors.append(f"train.deepspeed: {t.deepspeed}{line}: not a valid JSON file ({exc})")
+        if importlib.util.find_spec("deepspeed") is None:
+            errors.append("train.deepspeed: the deepspeed package is not installed (pip install deepspeed)")
     return errors
 
 
@@ -300,6 +348,10 @@ def _build(cls: type, raw: Any, prefix: str, errors: list[str]) -> Any:
         if not ok:
             errors.append(f"{prefix}{key}: expected {_type_name(ftype)}, got {value!r}")
             continue
+        if isinstance(converted, float) and not math.isfinite(converted):
+            # nan and inf parse as floats, but no setting means them (a NaN coefficient poisons every step).
+            errors.append(f"{prefix}{key}: must be a finite number, got {value!r}")
+            continue
         kwargs[key] = converted
     return cls(**kwargs)
 
@@ -354,9 +406,28 @@ def config_from_dict(kind: str, raw: dict, overrides: typing.Iterable[str] = (),
     cfg = _build(classes[kind], tree, "", errors)
     if not errors:
         errors = cfg.validate()
+    if not errors:
+        # Once, here: "newdir/.." is the current folder before newdir exists, not after.
+        from obliviate.outputs import output_path_problems, resolve_output_path
+        cfg.output_dir = resolve_output_path(cfg.output_dir)
+        errors = output_path_problems("output_dir", cfg.output_dir, run_inputs(cfg, source))
     if errors:
         raise ConfigError(errors, source)
     return cfg
+
+
+def run_inputs(cfg: RunConfig, source: str | None = None) -> list[tuple[str, str]]:
+    """What a run reads, as ``(key, path or id)``: its output folder must not hold any of them."""
+    d, e = cfg.data, getattr(cfg, "eval", None)
+    inputs = [("the config file", source), ("data.tofu", d.tofu), ("data.forget", d.forget),
+              ("data.retain", d.retain), ("data.refusals", d.refusals), ("model.name", cfg.model.name)]
+    inputs += [(f"data.train[{i}]", path) for i, path in enumerate(d.train)]
+    if e is not None:
+        inputs += [("eval.retain_results", e.retain_results), ("eval.retain_model", e.retain_model)]
+    continual = getattr(cfg, "continual", None)
+    if continual is not None:
+        inputs.append(("continual.top_up", continual.top_up))
+    return [(key, value) for key, value in inputs if value]
 
 
 def read_config_file(path: str | Path) -> dict:

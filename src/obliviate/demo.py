@@ -72,6 +72,12 @@ def run_demo(out: Path, *, model: str | None = None, fresh: bool = False) -> dic
     from obliviate.models import ensure_default_model
     from obliviate.reporting import markdown_table, write_report
 
+    from obliviate.errors import ObliviateError
+    from obliviate.outputs import creation_problem
+
+    problem = creation_problem(out)
+    if problem or not (out.is_dir() or not out.exists()):
+        raise ObliviateError(f"--out {out}: cannot use it as the demo's working folder: {problem or 'not a folder'}")
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     bench = out / "benchmark"

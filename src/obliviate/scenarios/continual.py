@@ -369,6 +369,12 @@ def _claim_output(out: Path, cfg: ContinualConfig) -> None:
                else "holds step folders but no readable continual.json")
         raise ObliviateError(f"output folder {out} {why}; choose another output_dir, or set overwrite=true "
                              f"to replace its steps")
+    from obliviate.outputs import MARKER, written_by_obliviate
+    foreign = [p for p in leftovers if p.is_dir() and not written_by_obliviate(p)
+               and not (p.name.endswith(".partial") and (p / MARKER).is_file())]
+    if foreign:
+        raise ObliviateError(f"output folder {out} holds {foreign[0].name}, which obliviate did not write, so "
+                             f"overwrite=true will not remove it; move it away or choose another output_dir")
     for path in leftovers:
         if path.is_dir():
             shutil.rmtree(path)
@@ -377,7 +383,7 @@ def _claim_output(out: Path, cfg: ContinualConfig) -> None:
 
 
 def _write_summary(path: Path, summary: dict) -> None:
-    from obliviate.evaluation.runner import write_json_atomic
+    from obliviate.files import write_json_atomic
 
     write_json_atomic(path, summary)
 
@@ -444,15 +450,25 @@ def run_continual(cfg: ContinualConfig, *, resume: bool = False, plan: Continual
     A rerun of the same config continues the run: complete step folders are reused, an unfinished step
     resumes from its last checkpoint when ``resume`` is true (else it is redone). ``plan`` (from
     :func:`plan_continual`) saves loading the data twice. Returns where everything is, with the summary
-    written to ``<output_dir>/continual.json``.
+    written to ``<output_dir>/continual.json``. The output folder is locked against a second process.
     """
-    from obliviate.training.run import is_complete, unlearn
+    from obliviate.outputs import OutputLock, is_main_process
 
     plan = plan or plan_continual(cfg)
     _check_retain_results(cfg, plan)
     out = Path(cfg.output_dir)
-    _claim_output(out, cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    if not is_main_process():
+        # Other ranks of a multi-process run train each step with the main process; only it writes here.
+        return _run_steps(cfg, plan, out, resume, main=False)
+    with OutputLock(out, what="output_dir"):
+        _claim_output(out, cfg)
+        out.mkdir(parents=True, exist_ok=True)
+        return _run_steps(cfg, plan, out, resume, main=True)
+
+
+def _run_steps(cfg: ContinualConfig, plan: ContinualPlan, out: Path, resume: bool, *, main: bool) -> ContinualResult:
+    from obliviate.training.run import is_complete, unlearn
+
     c = cfg.continual
     n = len(plan.steps)
     needs_reference = _needs_reference(cfg)
@@ -470,7 +486,8 @@ def run_continual(cfg: ContinualConfig, *, resume: bool = False, plan: Continual
         "steps": [],
     }
     summary_path = out / SUMMARY_FILE
-    _write_summary(summary_path, summary)
+    if main:
+        _write_summary(summary_path, summary)
 
     start_model = cfg.model.name
     results: list[StepResult] = []
@@ -494,12 +511,14 @@ def run_continual(cfg: ContinualConfig, *, resume: bool = False, plan: Continual
                     benchmark=sp.benchmark, run_extra={"continual": info})
         entry = _step_entry(sp, folder, out, info, cfg.eval.enabled)
         summary["steps"].append(entry)
-        _write_summary(summary_path, summary)
+        if main:
+            _write_summary(summary_path, summary)
         results.append(StepResult(step=sp.step, output_dir=folder, model_dir=folder / "model", skipped=skipped,
                                   entry=entry))
         start_model = str(folder / "model")
     summary["status"] = "complete"
-    _write_summary(summary_path, summary)
+    if main:
+        _write_summary(summary_path, summary)
     return ContinualResult(output_dir=out, summary_path=summary_path, summary=summary, steps=results)
 
 
@@ -513,7 +532,7 @@ def write_continual_report(output_dir: str | Path, *, out_html: str | Path | Non
     """
     from obliviate.reporting import html_report, load_results, markdown_table
     from obliviate.reporting.continual import continual_markdown
-    from obliviate.reporting.write import write_text_atomic
+    from obliviate.reporting.write import write_report_files
 
     out = Path(output_dir)
     summary = _read_json(out / SUMMARY_FILE)
@@ -529,9 +548,7 @@ def write_continual_report(output_dir: str | Path, *, out_html: str | Path | Non
     page = html_report(records, title=title)
     table = markdown_table(records) + "\n" + continual_markdown(records)
     html_path = Path(out_html) if out_html else out / "report.html"
-    write_text_atomic(html_path, page)
-    write_text_atomic(html_path.with_suffix(".md"), table)
-    return html_path
+    return write_report_files(html_path, page, html_path.with_suffix(".md"), table)
 
 
 # -- command line ---------------------------------------------------------------------------------------------
@@ -571,7 +588,8 @@ def _cmd_continual(args: argparse.Namespace) -> int:
                       for k in ("model_utility", "forget_efficacy", "forget_quality"))
         print(f"  {e['step']:>4}  {len(e['tasks_forgotten']):>5}  {mu:>6}  {fe:>6}  {fq:>9}"
               + ("  (reused)" if step.skipped else ""))
-    report = write_continual_report(result.output_dir)
+    from obliviate.outputs import is_main_process
+    report = write_continual_report(result.output_dir) if is_main_process() else None
     print(f"\nmodel after the last step: {result.model_dir}\nsummary: {result.summary_path}")
     if report is not None:
         print(f"report: {report} (Markdown: {report.with_suffix('.md')})")
