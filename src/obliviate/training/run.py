@@ -2,7 +2,10 @@
 
 A run writes into ``<output_dir>.partial/`` and renames it to ``<output_dir>`` only when it has finished, so
 an output folder either does not exist or is complete. Checkpoints (``train.save_strategy``) live in the
-partial folder; an interrupted run is continued with ``resume=True`` and nothing is lost.
+partial folder; an interrupted run is continued with ``resume=True`` from the newest complete checkpoint and
+nothing is lost. While it runs, the output is locked against a second process; ``overwrite=true`` replaces
+only a folder obliviate wrote; a NaN or inf stops the run before anything bad is saved
+(:mod:`obliviate.training.guard`). docs/reliability.md lists what each failure leaves behind.
 
 Run folder layout::
 
@@ -14,20 +17,18 @@ Run folder layout::
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import platform
 import shutil
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import yaml
 from transformers import TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from obliviate import __version__
 from obliviate.config import FinetuneConfig, RunConfig, UnlearnConfig, config_to_dict
@@ -35,9 +36,13 @@ from obliviate.data.formatting import PromptFormatter
 from obliviate.data.loading import load_qa
 from obliviate.data.refusals import load_refusals
 from obliviate.data.records import QARecord
-from obliviate.errors import ObliviateError
+from obliviate.errors import ConfigError, DataError, ObliviateError
+from obliviate.files import write_json_atomic, write_text_atomic
 from obliviate.objectives import ObjectiveParams, resolve_method
+from obliviate.outputs import RunFolder, is_main_process, read_json_object
+from obliviate.training.checkpoints import last_complete_checkpoint
 from obliviate.training.data import PartsCollator, UnlearningDataset
+from obliviate.training.guard import NonFiniteGuard, TrainingStopped, nonfinite_parameters
 from obliviate.training.trainer import TrainingObjective, UnlearningTrainer
 
 log = logging.getLogger(__name__)
@@ -54,7 +59,7 @@ class RunResult:
 # -- data -----------------------------------------------------------------------------------------------------
 def _load_set(spec: str, limit: int | None) -> list[QARecord]:
     """A QA file, or a hub dataset written ``owner/name:config``."""
-    if not os.path.exists(spec) and ":" in spec:
+    if not Path(spec).expanduser().exists() and ":" in spec:
         hub_id, _, hub_config = spec.rpartition(":")
         return load_qa(hub_id, hub_config=hub_config, limit=limit)
     return load_qa(spec, limit=limit)
@@ -76,6 +81,29 @@ def load_unlearning_data(cfg: UnlearnConfig) -> tuple[list[QARecord], list[QARec
     return forget, retain
 
 
+def check_training_sets(forget: list[QARecord], retain: list[QARecord]) -> None:
+    """Refuse a retain set that is the forget set; warn about shared and repeated questions, with counts.
+
+    Unlearning pushes the forget answers away and pulls the retain answers in: on a question in both sets the
+    two objectives fight, and a retain set equal to the forget set undoes the run.
+    """
+    forget_q, retain_q = Counter(r.question for r in forget), Counter(r.question for r in retain)
+    if forget and retain and set(forget_q) == set(retain_q):
+        raise DataError(f"the retain set asks the same {len(retain_q)} questions as the forget set; give a "
+                        f"retain set of other questions (data.retain)")
+    shared = sorted(set(forget_q) & set(retain_q))
+    if shared:
+        log.warning("%d question%s of the forget set %s also in the retain set (first: %r); the two objectives "
+                    "pull those answers in opposite directions", len(shared), "s" if len(shared) != 1 else "",
+                    "are" if len(shared) != 1 else "is", shared[0][:80])
+    for name, counts in (("forget", forget_q), ("retain", retain_q)):
+        repeated = [q for q, n in counts.items() if n > 1]
+        if repeated:
+            extra = sum(counts[q] - 1 for q in repeated)
+            log.warning("the %s set repeats %d question%s (%d extra row%s; first: %r)", name, len(repeated),
+                        "s" if len(repeated) != 1 else "", extra, "s" if extra != 1 else "", repeated[0][:80])
+
+
 def load_finetune_data(cfg: FinetuneConfig) -> list[QARecord]:
     d = cfg.data
     if d.tofu is not None:
@@ -94,37 +122,10 @@ def load_finetune_data(cfg: FinetuneConfig) -> list[QARecord]:
 
 
 # -- output folder --------------------------------------------------------------------------------------------
-def _partial_dir(out: Path) -> Path:
-    return out.with_name(out.name + ".partial")
-
-
 def is_complete(output_dir: str | Path) -> bool:
     """True when ``output_dir`` holds a finished run."""
-    path = Path(output_dir) / "run.json"
-    if not path.is_file():
-        return False
-    try:
-        return json.loads(path.read_text()).get("status") == "complete"
-    except (OSError, json.JSONDecodeError):
-        return False
-
-
-def _prepare_output(cfg: RunConfig, resume: bool) -> Path:
-    out = Path(cfg.output_dir)
-    if out.exists() and not cfg.overwrite:
-        raise ObliviateError(
-            f"output folder {out} already exists; choose another output_dir or set overwrite=true")
-    partial = _partial_dir(out)
-    if partial.exists() and not resume:
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True, exist_ok=True)
-    return partial
-
-
-def _finish_output(partial: Path, out: Path) -> None:
-    if out.exists():
-        shutil.rmtree(out)
-    partial.rename(out)
+    record = read_json_object(Path(output_dir) / "run.json")
+    return record is not None and record.get("status") == "complete"
 
 
 def _environment() -> dict:
@@ -160,6 +161,8 @@ def _training_arguments(cfg: RunConfig, partial: Path, n_examples: int) -> Train
         dataloader_num_workers=0,
         label_names=[],
         disable_tqdm=False,
+        # A NaN loss is logged as NaN, not replaced by the running mean (the guard stops or skips that step).
+        logging_nan_inf_filter=False,
     )
     if t.gradient_checkpointing:
         args.gradient_checkpointing = True
@@ -196,11 +199,14 @@ def _save(trainer: UnlearningTrainer, tokenizer, model_dir: Path, merge_lora: bo
 class _EpochEvaluation(TrainerCallback):
     """Evaluates the model after every epoch into ``eval/epoch_N.json`` (``eval.every_epoch``)."""
 
-    def __init__(self, cfg: UnlearnConfig, tokenizer, folder: Path, summary: dict, scorers, benchmark=None):
+    def __init__(self, cfg: UnlearnConfig, tokenizer, folder: Path, summary: dict, scorers, benchmark=None,
+                 guard: NonFiniteGuard | None = None):
         self.cfg, self.tokenizer, self.folder, self.summary = cfg, tokenizer, folder, summary
-        self.scorers, self.benchmark = scorers, benchmark
+        self.scorers, self.benchmark, self.guard = scorers, benchmark, guard
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        if self.guard is not None and self.guard.stopped:
+            return control  # the model is not finite; the run is about to end with the guard's message
         if state.is_world_process_zero and model is not None:
             epoch = int(round(state.epoch))
             evaluate_run(self.cfg, self.folder / f"epoch_{epoch}.json", self.summary,
@@ -209,25 +215,70 @@ class _EpochEvaluation(TrainerCallback):
         return control
 
 
+def _check_precision(cfg: RunConfig) -> None:
+    if cfg.model.dtype == "float16" and not torch.cuda.is_available():
+        raise ConfigError(["model.dtype: float16 training on the CPU overflows without a loss scaler (the loss "
+                           "turns NaN); use bfloat16, the CPU's half precision, or float32"])
+
+
 def _train(cfg: RunConfig, *, kind: str, objective: TrainingObjective, forget: list[QARecord],
            retain: list[QARecord], mask: bool, resume: bool, summary: dict, reference_spec: str | None = None,
            benchmark=None) -> RunResult:
-    partial = _prepare_output(cfg, resume)
+    _check_precision(cfg)
+    folder = RunFolder(cfg.output_dir, kind=kind, overwrite=cfg.overwrite, resume=resume)
+    partial = folder.open()
     try:
-        return _train_in(partial, cfg, kind=kind, objective=objective, forget=forget, retain=retain, mask=mask,
-                         resume=resume, summary=summary, reference_spec=reference_spec, benchmark=benchmark)
+        result = _train_in(partial, cfg, kind=kind, objective=objective, forget=forget, retain=retain, mask=mask,
+                           resume=resume, summary=summary, reference_spec=reference_spec, benchmark=benchmark)
     except BaseException:
-        # Keep the partial folder only if it holds checkpoints to resume from; otherwise leave nothing behind.
-        if not any((partial / "checkpoints").glob("checkpoint-*")):
-            shutil.rmtree(partial, ignore_errors=True)
+        # Keep the partial folder only if it holds a checkpoint to resume from; otherwise leave nothing behind.
+        folder.abandon(keep=last_complete_checkpoint(partial / "checkpoints") is not None)
         raise
+    folder.commit()
+    return result
+
+
+def _resume_point(checkpoints: Path, resume: bool, main: bool) -> str | None:
+    """The newest complete checkpoint (every rank picks the same one; only the main process removes the
+    incomplete ones after it)."""
+    if not resume:
+        return None
+    checkpoint = last_complete_checkpoint(checkpoints, remove_incomplete=main)
+    if checkpoint is None:
+        if main:
+            log.warning("no complete checkpoint found in %s; starting from the beginning", checkpoints)
+        return None
+    if main:
+        log.warning("resuming from %s", checkpoint)
+    return str(checkpoint)
+
+
+def _stopped_message(guard: NonFiniteGuard, checkpoints: Path, save_strategy: str, model=None) -> str:
+    """The guard's reason, whether the weights are still finite, and what is kept."""
+    parts = [f"training stopped at {guard.stop_reason}"]
+    if model is not None and "weight tensor" not in (guard.stop_reason or "") and nonfinite_parameters(model):
+        parts.append("the weights had already become non-finite in an earlier update (the learning rate is "
+                     "probably too high)")
+    good = last_complete_checkpoint(checkpoints)
+    if good is not None:
+        parts.append(f"the last good checkpoint is {good}; it is kept (continue from it with --resume, e.g. "
+                     f"after lowering train.learning_rate)")
+    elif save_strategy == "no":
+        parts.append("no checkpoint is kept (train.save_strategy=no saves none)")
+    else:
+        parts.append("no good checkpoint had been saved yet, so nothing is kept")
+    parts.append("nothing was saved as model/")
+    return "; ".join(parts)
 
 
 def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingObjective, forget: list[QARecord],
               retain: list[QARecord], mask: bool, resume: bool, summary: dict, reference_spec: str | None,
               benchmark) -> RunResult:
     out = Path(cfg.output_dir)
-    (partial / "config.yaml").write_text(yaml.safe_dump({"kind": kind, **config_to_dict(cfg)}, sort_keys=False))
+    main = is_main_process()  # only the main process writes into the output folder
+    if main:
+        write_text_atomic(partial / "config.yaml",
+                          yaml.safe_dump({"kind": kind, **config_to_dict(cfg)}, sort_keys=False))
     started = time.time()
 
     model, tokenizer = _build_model(cfg)
@@ -248,33 +299,47 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
     trainer = UnlearningTrainer(model=model, args=args, train_dataset=dataset,
                                 data_collator=PartsCollator(tokenizer.pad_token_id), processing_class=tokenizer,
                                 objective=objective, reference_model=reference)
+    guard = NonFiniteGuard(cfg.train.nan_policy, cfg.train.nan_max_skips)
+    guard.withhold_updates = not trainer.is_deepspeed_enabled
+    guard.check_grad_norm = getattr(trainer.accelerator, "scaler", None) is None
+    trainer.nonfinite_guard = guard
+    trainer.add_callback(guard)
     scorers = None
     if kind == "unlearn" and cfg.eval.enabled:
         from obliviate.evaluation.suite import Scorers
         scorers = Scorers.load(eval_settings(cfg))  # the embedding and NLI models, once per run
         if cfg.eval.every_epoch:
-            trainer.add_callback(_EpochEvaluation(cfg, tokenizer, partial / "eval", summary, scorers, benchmark))
-    checkpoint = get_last_checkpoint(args.output_dir) if resume and os.path.isdir(args.output_dir) else None
-    if resume and checkpoint is None:
-        log.warning("no checkpoint found in %s; starting from the beginning", args.output_dir)
+            trainer.add_callback(_EpochEvaluation(cfg, tokenizer, partial / "eval", summary, scorers, benchmark,
+                                                  guard))
+    checkpoints = Path(args.output_dir)
+    checkpoint = _resume_point(checkpoints, resume, main)
     trainer.train(resume_from_checkpoint=checkpoint)
+    trained = trainer.accelerator.unwrap_model(trainer.model)
+    if guard.stopped:
+        raise TrainingStopped(_stopped_message(guard, checkpoints, cfg.train.save_strategy, trained))
+    sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
+    if not sharded:
+        bad = nonfinite_parameters(trained)
+        if bad:
+            guard.stop_reason = (f"step {trainer.state.global_step}: the update made {len(bad)} weight tensor"
+                                 f"{'s' if len(bad) != 1 else ''} non-finite (first: {bad[0]})")
+            raise TrainingStopped(_stopped_message(guard, checkpoints, cfg.train.save_strategy))
     _save(trainer, tokenizer, partial / "model", cfg.lora.merge)
 
     if kind == "unlearn" and cfg.eval.enabled and trainer.is_world_process_zero():
-        sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
-        model_for_eval = None if sharded else trainer.accelerator.unwrap_model(trainer.model)
+        model_for_eval = None if sharded else trained
         evaluate_run(cfg, partial / "results.json", summary, model=model_for_eval, tokenizer=tokenizer,
                      model_dir=partial / "model", scorers=scorers, benchmark=benchmark)
 
     if trainer.is_world_process_zero():
         record = {"status": "complete", "kind": kind, **summary, "examples": len(dataset),
                   "optimizer_steps": trainer.state.global_step, "seconds": round(time.time() - started, 1),
-                  "resumed_from": checkpoint, "environment": _environment(),
+                  "resumed_from": checkpoint, "skipped_updates": guard.skipped_updates,
+                  "skipped_steps": guard.skipped_steps, "environment": _environment(),
                   "log_history": trainer.state.log_history}
-        (partial / "run.json").write_text(json.dumps(record, indent=2))
-        if cfg.train.save_strategy != "no":
-            shutil.rmtree(partial / "checkpoints", ignore_errors=True)
-        _finish_output(partial, out)
+        # Checkpoints were only for resuming; the engine creates the folder even when it saves none.
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        write_json_atomic(partial / "run.json", record)
     return RunResult(output_dir=out, model_dir=out / "model", log_history=trainer.state.log_history)
 
 
@@ -351,6 +416,7 @@ def unlearn(cfg: UnlearnConfig, *, resume: bool = False, forget: list[QARecord] 
         loaded_forget, loaded_retain = load_unlearning_data(cfg)
         forget = loaded_forget if forget is None else forget
         retain = loaded_retain if retain is None else retain
+    check_training_sets(forget, retain)
     summary = {"method": {"name": spec.name, "forget": spec.forget, "regularizer": spec.regularizer,
                           "forget_coeff": objective.forget_coeff,
                           "regularization_coeff": objective.regularization_coeff, "mask": mask,

@@ -7,7 +7,9 @@ accelerate / DeepSpeed / FSDP and loggers. This class only:
    a common length and stacked along the batch), plus a no-grad reference pass only where the objective reads
    reference logits (the KL regularizer);
 2. hands the logits to the pure objective functions of :mod:`obliviate.objectives`;
-3. logs each loss term separately.
+3. logs each loss term separately;
+4. hands each micro-batch's loss and terms, and each step's gradient norm, to the non-finite guard
+   (:mod:`obliviate.training.guard`) when one is attached.
 
 Reference log-probabilities of the fixed forget items (NPO, DPO) are computed once before training; a frozen
 reference copy of the model is kept only when a term needs reference *logits* at every step (KL, LLMU). With
@@ -92,6 +94,7 @@ class UnlearningTrainer(Trainer):
         self.loss_is_scaled_for_ga = False
         self._token_normalizers: dict[str, float] = {}
         self._term_values: dict[str, list[float]] = {}
+        self.nonfinite_guard = None  # a NonFiniteGuard (training/guard.py), attached by the run
         if isinstance(self.train_dataset, UnlearningDataset):
             self.add_callback(_EpochCallback(self.train_dataset))
         if objective.needs_reference and reference_model is None and not self._uses_lora():
@@ -192,6 +195,26 @@ class UnlearningTrainer(Trainer):
             self._record(forget_loss=result.forget_loss, regularization_loss=result.regularization_loss)
         return (loss, logits) if return_outputs else loss
 
+    # -- the non-finite guard's view of each step ----------------------------------------------------------
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        guard = self.nonfinite_guard
+        if guard is None:
+            return super().training_step(model, inputs, num_items_in_batch)
+        before = {name: len(values) for name, values in self._term_values.items()}
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        fresh = [name for name, values in self._term_values.items() if len(values) > before.get(name, 0)]
+        loss, drop = guard.after_micro_step(loss, {name: self._term_values[name][-1] for name in fresh})
+        if drop:  # a skipped update's terms stay out of the logged averages
+            for name in fresh:
+                self._term_values[name].pop()
+        return loss
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        if self.nonfinite_guard is not None:
+            self.nonfinite_guard.grad_norm = grad_norm
+        return grad_norm
+
     # -- logging --------------------------------------------------------------------------------------------
     def _record(self, **terms: torch.Tensor) -> None:
         for name, value in terms.items():
@@ -203,4 +226,6 @@ class UnlearningTrainer(Trainer):
                 if values and name != "loss":
                     logs[name] = sum(values) / len(values)
             self._term_values = {}
+        if self.nonfinite_guard is not None:
+            self.nonfinite_guard.adjust_logs(logs)
         super().log(logs, start_time)
