@@ -41,3 +41,7 @@ class ConfigError(ObliviateError):
 
 class ModelLoadError(ObliviateError):
     """A model or tokenizer could not be loaded; the message says which and why."""
+
+
+class PickleWeightsError(ModelLoadError):
+    """A model folder holds only pickle weights, which obliviate refuses to load (they can run code)."""

@@ -36,7 +36,6 @@ import logging
 import os
 import re
 import shutil
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,13 +52,15 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from obliviate.errors import ConfigError, ModelLoadError
+from obliviate.errors import ConfigError, ModelLoadError, PickleWeightsError
+from obliviate.files import new_temp_dir, replace_dir
 
 __all__ = [
     "ALIASES",
     "DEFAULT_MODEL",
     "DTYPES",
     "LoraSettings",
+    "PickleWeightsError",
     "ModelAlias",
     "ModelInfo",
     "ResolvedModel",
@@ -402,6 +403,24 @@ def _load_gguf(folder: str, gguf_file: str, dtype: torch.dtype) -> PreTrainedMod
     return _plain_copy(model)
 
 
+def pickle_refusal(what: str, folder: Path, pickles: list[str], *, convert: str | None = None) -> str:
+    """The message refusing a pickle-only folder: why, and the real ways forward. ``convert`` is the Python
+    line that converts this kind of folder (default: a causal language model)."""
+    convert = convert or (f"transformers.AutoModelForCausalLM.from_pretrained('{folder}', use_safetensors=False)"
+                          f".save_pretrained('{folder}')")
+    return (f"could not load {what}: {folder} holds only pickle weights ({', '.join(pickles)}). Pickle files can "
+            f"run arbitrary code when loaded, so obliviate loads safetensors only, and no setting turns this off. "
+            f"If you trust the folder, convert it once to safetensors with Python: {convert} (from Python, "
+            f"obliviate.models.load_model(..., use_safetensors=False) also loads such a folder as it is)")
+
+
+def pickle_only_weights(folder: Path) -> list[str]:
+    """The pickle weight files of a folder (its subfolders too) that holds no safetensors file; else []."""
+    if not folder.is_dir() or any(folder.rglob("*.safetensors")):
+        return []
+    return sorted({str(p.relative_to(folder)) for pattern in _PICKLE_PATTERNS for p in folder.rglob(pattern)})
+
+
 def _weight_files(folder: Path, patterns: tuple[str, ...]) -> list[str]:
     return sorted({p.name for pattern in patterns for p in folder.glob(pattern)})
 
@@ -415,12 +434,29 @@ def _check_weights(spec: str, folder: Path, use_safetensors: bool) -> None:
         raise ModelLoadError(f"could not load model '{spec}': {folder} contains no weight files "
                              f"(*.safetensors or pytorch_model.bin)")
     if use_safetensors:
-        raise ModelLoadError(
-            f"could not load model '{spec}': {folder} holds only pickle weights ({', '.join(pickles)}). "
-            f"Pickle files can run arbitrary code when loaded, so obliviate loads safetensors only. "
-            f"If you trust this folder, load it with use_safetensors=False, or convert it once "
-            f"with `model.save_pretrained(dir)`, which writes safetensors."
-        )
+        raise PickleWeightsError(pickle_refusal(f"model '{spec}'", folder, pickles))
+
+
+def _check_remote_code(spec: str, folder: Path, trust_remote_code: bool) -> None:
+    """Refuse a local folder whose model or tokenizer needs its own Python code, unless that is allowed.
+
+    transformers' own refusal points at ``https://hf.co/<folder>``, which means nothing for a local folder.
+    """
+    if trust_remote_code:
+        return
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            data = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        auto_map = data.get("auto_map") if isinstance(data, dict) else None
+        if auto_map:
+            classes = sorted({str(v if isinstance(v, str) else next(iter(v), "")) for v in auto_map.values()})
+            raise ModelLoadError(
+                f"could not load model '{spec}': {folder / name} asks to run Python code shipped in the folder "
+                f"({', '.join(c for c in classes if c)}). obliviate runs a model's own code only when allowed: "
+                f"read the .py files in {folder}, and if you trust them set model.trust_remote_code=true "
+                f"(trust_remote_code=True in Python)")
 
 
 def _load_adapter_folder(spec: str, folder: Path, *, dtype: str, trust_remote_code: bool,
@@ -435,6 +471,12 @@ def _load_adapter_folder(spec: str, folder: Path, *, dtype: str, trust_remote_co
             f"could not load model '{spec}': unreadable adapter_config.json ({exc})") from exc
     if not base_spec:
         raise ModelLoadError(f"could not load model '{spec}': adapter_config.json names no base model")
+    pickles = pickle_only_weights(folder)
+    if use_safetensors and pickles:
+        raise PickleWeightsError(pickle_refusal(
+            f"LoRA adapter '{spec}'", folder, pickles,
+            convert=f"peft.PeftModel.from_pretrained(transformers.AutoModelForCausalLM.from_pretrained("
+                    f"'{base_spec}'), '{folder}').save_pretrained('{folder}')"))
     base, tokenizer = load_model(base_spec, dtype=dtype, trust_remote_code=trust_remote_code,
                                  device=device, use_safetensors=use_safetensors)
     try:
@@ -489,6 +531,7 @@ def load_model(
             _set_padding(spec, model, tokenizer)
             return model, tokenizer
         _check_weights(spec, folder, use_safetensors)
+        _check_remote_code(spec, folder, trust_remote_code)
 
     try:
         if resolved.gguf_file is not None:
@@ -630,32 +673,14 @@ def apply_lora(model: PreTrainedModel, settings: LoraSettings) -> PeftModel:
 
 
 def _new_temp_dir(target: Path) -> Path:
-    """A fresh hidden folder beside ``target`` (same file system, so the final rename is atomic).
-    Made with mkdir, not mkdtemp, so it gets the user's normal permissions rather than 0700."""
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:12]}"
-    tmp.mkdir()
-    return tmp
+    """A fresh hidden folder beside ``target`` (same file system, so the final rename is atomic)."""
+    return new_temp_dir(target, "tmp")
 
 
 def _swap_into_place(tmp: Path, target: Path) -> None:
-    """Rename the finished ``tmp`` folder to ``target``, replacing an existing ``target``.
-
-    The old folder is first renamed aside and deleted only once the new one is in place; if the
-    second rename fails the old one is put back. A crash between the two renames leaves the old
-    folder intact under its hidden ``.NAME.old-…`` name.
-    """
-    backup = None
-    if target.exists():
-        backup = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:12]}"
-        os.rename(target, backup)
-    try:
-        os.rename(tmp, target)
-    except OSError:
-        if backup is not None:
-            os.rename(backup, target)
-        raise
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
+    """Rename the finished ``tmp`` folder to ``target``, replacing an existing ``target`` (old one kept
+    until the new one is in place; see :func:`obliviate.files.replace_dir`)."""
+    replace_dir(tmp, target)
 
 
 def _write_marker(folder: Path, info: dict) -> None:

@@ -350,19 +350,23 @@ def add_general_ability(results_path: str | Path, general: Mapping[str, Any]) ->
     Raises:
         DataError: the file is missing, not JSON, not an evaluation record, or ``general`` is malformed.
     """
-    from obliviate.evaluation.runner import write_json_atomic
+    from obliviate.files import remove_stale_temps, write_json_atomic
+    from obliviate.outputs import OutputLock
     from obliviate.reporting.general import validate_general_ability
 
     path = Path(results_path)
     if path.is_dir():
         path = path / "results.json"
     validate_general_ability(general, "general-ability record")
-    record = _read_json_object(path)
-    if not _is_evaluation_record(record):
-        raise DataError("is not an evaluation record (no schema_version and sets); write the general-ability "
-                        f"record to its own file ({GENERAL_ABILITY_FILENAME}) instead", path=str(path))
-    record[RESULTS_KEY] = dict(general)
-    write_json_atomic(path, record)
+    # The same lock `obliviate eval` takes on this file: the read-modify-write never interleaves with another.
+    with OutputLock(path, what="results file"):
+        remove_stale_temps(path)
+        record = _read_json_object(path)
+        if not _is_evaluation_record(record):
+            raise DataError("is not an evaluation record (no schema_version and sets); write the general-ability "
+                            f"record to its own file ({GENERAL_ABILITY_FILENAME}) instead", path=str(path))
+        record[RESULTS_KEY] = dict(general)
+        write_json_atomic(path, record, what="the results")
     return record
 
 
@@ -421,21 +425,26 @@ def _targets(model_arg: str, out: str | None) -> tuple[str, Path, Path | None]:
 
 
 def _cmd_general(args: argparse.Namespace) -> int:
-    from obliviate.evaluation.runner import write_json_atomic
+    from obliviate.evaluation.runner import check_output_file
+    from obliviate.files import remove_stale_temps, write_json_atomic
     from obliviate.models import load_model
+    from obliviate.outputs import OutputLock
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if not tasks:
         raise ObliviateError("--tasks: give at least one lm-eval task name, e.g. --tasks arc_challenge,mmlu")
     spec, record_path, merge_into = _targets(args.model, args.out)
-    # Fail on a missing extra or a misspelt task before spending time on loading the model.
+    # Fail on a missing extra, a misspelt task or an unwritable output before spending time on the model.
     _check_arguments(tasks, args.limit, args.batch_size, args.num_fewshot)
     check_tasks(tasks, args.include_path)
-    model, tokenizer = load_model(spec, dtype=args.dtype, device=args.device)
-    general = run_general_ability(model, tokenizer, tasks, include_path=args.include_path, limit=args.limit,
-                                  batch_size=args.batch_size, num_fewshot=args.num_fewshot)
-    general["model"] = {**general.get("model", {}), "spec": spec}
-    write_json_atomic(record_path, general)
+    check_output_file(record_path)
+    with OutputLock(record_path, what="--out file"):
+        remove_stale_temps(record_path)
+        model, tokenizer = load_model(spec, dtype=args.dtype, device=args.device)
+        general = run_general_ability(model, tokenizer, tasks, include_path=args.include_path, limit=args.limit,
+                                      batch_size=args.batch_size, num_fewshot=args.num_fewshot)
+        general["model"] = {**general.get("model", {}), "spec": spec}
+        write_json_atomic(record_path, general, what="the general-ability record")
     _print_summary(general)
     print(f"general ability written to {record_path}")
     if merge_into is not None:

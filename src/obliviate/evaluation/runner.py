@@ -13,10 +13,8 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
 import platform
 import subprocess
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,6 +24,9 @@ from obliviate import __version__
 from obliviate.data.formatting import PromptFormatter
 from obliviate.data.loading import load_qa, parse_records, read_rows
 from obliviate.errors import DataError, ObliviateError
+from obliviate.files import remove_stale_temps
+from obliviate.files import write_json_atomic
+from obliviate.outputs import OutputLock, creation_problem
 from obliviate.evaluation.suite import EvalSet, EvalSettings, Scorers, evaluate_model, forget_truth_x
 
 SCHEMA_VERSION = 1
@@ -127,17 +128,27 @@ def environment() -> dict:
             "git_commit": _git_commit()}
 
 
-def write_json_atomic(path: Path, data: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, ensure_ascii=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def check_output_file(path: str | Path, what: str = "--out") -> Path:
+    """Refuse an output file that cannot be written, before any work is done: a folder, or a place where
+    nothing can be created (under a file, in a read-only folder)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ObliviateError(f"{what} {path}: is a folder; give a file name")
+    problem = creation_problem(path.parent)
+    if problem:
+        raise ObliviateError(f"{what} {path}: cannot write it: {problem}")
     return path
+
+
+def check_finite_model(model, spec: str) -> None:
+    """Refuse to evaluate a model whose weights hold NaN or inf: every metric of it would be meaningless."""
+    from obliviate.training.guard import nonfinite_parameters
+
+    bad = nonfinite_parameters(model)
+    if bad:
+        raise ObliviateError(f"model '{spec}' has non-finite weights (NaN or inf) in {len(bad)} tensor"
+                             f"{'s' if len(bad) != 1 else ''} (first: {bad[0]}); it cannot be evaluated. Was it "
+                             f"saved from a training run that diverged?")
 
 
 def retain_truth_x_from_results(path: str | Path, forget_questions: list[str]) -> list[float]:
@@ -174,16 +185,33 @@ def evaluate(model_spec: str, benchmark: BenchmarkSpec | LoadedBenchmark, out_pa
 
     The model is ``model``/``tokenizer`` when given (already in memory), else loaded from ``model_path`` when
     given, else from ``model_spec``; ``model_spec`` is what the record names either way.
+
+    ``out_path`` is checked before anything is evaluated and locked while the evaluation runs: a second
+    process evaluating into the same file stops at once (:class:`~obliviate.outputs.OutputLock`).
     """
+    settings = settings or EvalSettings()
+    out_path = check_output_file(out_path)
+    loaded = benchmark if isinstance(benchmark, LoadedBenchmark) else load_benchmark(benchmark)
+    with OutputLock(out_path, what="--out file"):
+        remove_stale_temps(out_path)  # what a killed evaluation into the same file left
+        return _evaluate(model_spec, loaded, out_path, settings=settings, dtype=dtype, template=template,
+                         system_prompt=system_prompt, retain_model=retain_model, retain_results=retain_results,
+                         run_info=run_info, scorers=scorers, seed=seed, model=model, tokenizer=tokenizer,
+                         model_path=model_path)
+
+
+def _evaluate(model_spec: str, loaded: LoadedBenchmark, out_path: Path, *, settings: EvalSettings, dtype: str,
+              template: str, system_prompt: str | None, retain_model: str | None,
+              retain_results: str | Path | None, run_info: dict | None, scorers: Scorers | None, seed: int,
+              model, tokenizer, model_path: str | Path | None) -> dict:
     from obliviate.models import load_model
 
-    settings = settings or EvalSettings()
-    loaded = benchmark if isinstance(benchmark, LoadedBenchmark) else load_benchmark(benchmark)
     settings.real_world = settings.real_world or bool(loaded.info.get("real_world"))
     scorers = scorers or Scorers.load(settings)
     torch.manual_seed(seed)
     if model is None:
         model, tokenizer = load_model(str(model_path or model_spec), dtype=dtype)
+    check_finite_model(model, model_spec)
     formatter = PromptFormatter(tokenizer, template, system_prompt=system_prompt)
 
     forget_set = next((s for s in loaded.sets if s.kind == "forget"), None)
@@ -194,6 +222,7 @@ def evaluate(model_spec: str, benchmark: BenchmarkSpec | LoadedBenchmark, out_pa
             retain_x = retain_truth_x_from_results(retain_results, questions)
         elif retain_model is not None:
             r_model, r_tok = load_model(retain_model, dtype=dtype)
+            check_finite_model(r_model, retain_model)
             retain_x = forget_truth_x(r_model, PromptFormatter(r_tok, template, system_prompt=system_prompt),
                                       forget_set, settings)
             del r_model
@@ -219,7 +248,7 @@ def evaluate(model_spec: str, benchmark: BenchmarkSpec | LoadedBenchmark, out_pa
     if previous is not None:
         # `obliviate general` results for the same model stay with its record when it is re-evaluated.
         record["general_ability"] = previous
-    write_json_atomic(Path(out_path), record)
+    write_json_atomic(out_path, record, what="the results")
     return record
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from obliviate.errors import ModelLoadError
+from obliviate.errors import ModelLoadError, PickleWeightsError
 
 __all__ = [
     "DEFAULT_EMBEDDING_MODEL",
@@ -107,16 +107,24 @@ def _looks_local(name: str) -> bool:
     return Path(name).expanduser().exists() or name.startswith(("/", ".", "~")) or "\\" in name
 
 
-def _load(name: str, loader: Callable[..., T]) -> T:
+def _load(name: str, loader: Callable[..., T], *, convert: str | None = None) -> T:
     """``loader(name, local_files_only=...)`` without hanging on an unreachable hub.
 
-    A local folder is loaded directly. A hub id is tried from the local cache first, then from the hub
-    if :func:`hub_unreachable_reason` finds it reachable. Raises ``ModelLoadError`` with the reason.
+    A local folder is loaded directly, unless it holds only pickle weights: those are refused
+    (:class:`~obliviate.models.PickleWeightsError`, as for the model under evaluation). A hub id is tried
+    from the local cache first, then from the hub if :func:`hub_unreachable_reason` finds it reachable.
+    Raises ``ModelLoadError`` with the reason.
     """
     if _looks_local(name):
+        from obliviate.models import pickle_only_weights, pickle_refusal
+
         folder = Path(name).expanduser()
         if not folder.is_dir():
             raise ModelLoadError(f"'{name}': no such folder")
+        pickles = pickle_only_weights(folder)
+        if pickles and convert is not None:
+            raise PickleWeightsError(pickle_refusal(f"'{name}'", folder, pickles,
+                                                    convert=convert.format(folder=folder)))
         try:
             return loader(str(folder), local_files_only=True)
         except _LOAD_ERRORS as err:
@@ -191,8 +199,13 @@ class Embedder:
         def loader(spec: str, *, local_files_only: bool) -> Any:
             return SentenceTransformer(spec, device=dev, local_files_only=local_files_only)
 
+        convert = ("sentence_transformers.SentenceTransformer('{folder}', model_kwargs={{'use_safetensors': "
+                   "False}}).save('{folder}')")
         try:
-            return cls(_load(requested, loader), requested=requested, used=requested, batch_size=batch_size)
+            return cls(_load(requested, loader, convert=convert), requested=requested, used=requested,
+                       batch_size=batch_size)
+        except PickleWeightsError:
+            raise  # a folder the user named and obliviate refuses: not a reason to use a stand-in silently
         except ModelLoadError as err:
             first_reason = str(err)
         if not allow_offline_fallback:
@@ -297,11 +310,15 @@ class NLIScorer:
             labels = ", ".join(f"{i}: {label!r}" for i, label in sorted((config.id2label or {}).items()))
             problem = "no" if not matches else "more than one"
             return Unavailable(f"NLI model '{name}' has {problem} 'entailment' label in config.id2label ({labels})")
+        convert = ("transformers.AutoModelForSequenceClassification.from_pretrained('{folder}', "
+                   "use_safetensors=False).save_pretrained('{folder}')")
         try:
             tokenizer = _load(name, lambda spec, local_files_only: AutoTokenizer.from_pretrained(
                 spec, local_files_only=local_files_only))
             model = _load(name, lambda spec, local_files_only: AutoModelForSequenceClassification.from_pretrained(
-                spec, local_files_only=local_files_only))
+                spec, local_files_only=local_files_only), convert=convert)
+        except PickleWeightsError:
+            raise  # refused on purpose, like the model under evaluation: an error, not an unavailable metric
         except ModelLoadError as err:
             return Unavailable(f"NLI model {err}")
         if tokenizer.pad_token is None:

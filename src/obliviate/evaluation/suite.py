@@ -28,7 +28,7 @@ from obliviate.data.records import QARecord
 from obliviate.evaluation import aggregates as agg
 from obliviate.evaluation import metrics as M
 from obliviate.evaluation.scorers import DEFAULT_EMBEDDING_MODEL, DEFAULT_NLI_MODEL, Embedder, NLIScorer, Unavailable
-from obliviate.errors import ObliviateError
+from obliviate.errors import ConfigError, ObliviateError, PickleWeightsError
 from obliviate.generation import generate_answers
 from obliviate.likelihood import shared_prompt_logprobs, supports_tree_attention, tree_prompt_logprobs
 
@@ -60,6 +60,15 @@ class EvalSettings:
     nli_model: str | None = DEFAULT_NLI_MODEL
     real_world: bool = False           # entailment direction of the real-world scenario
 
+    def __post_init__(self):
+        # A negative set_size would slice rows off the end and 0 would mean "all": neither is what was asked.
+        errors = [f"{name}: must be >= 1, got {getattr(self, name)}" for name in ("max_new_tokens", "batch_size")
+                  if getattr(self, name) < 1]
+        if self.set_size is not None and self.set_size < 1:
+            errors.append(f"set_size: must be >= 1 or None (every row), got {self.set_size}")
+        if errors:
+            raise ConfigError(errors)
+
 
 @dataclass
 class Scorers:
@@ -78,6 +87,8 @@ class Scorers:
             try:
                 embedder = Embedder.load(settings.embedding_model)
                 info.update({f"embedding_{k}": v for k, v in embedder.describe().items()})
+            except PickleWeightsError:
+                raise  # refused on purpose: an error, not an unavailable metric
             except ObliviateError as exc:
                 embedder = Unavailable(str(exc))
         nli = NLIScorer.load(settings.nli_model) if settings.nli_model else Unavailable("no NLI model configured")
@@ -133,6 +144,7 @@ def _run_model(model, formatter: PromptFormatter, parts: Sequence[tuple[list[QAR
     # shared prompt's cache is reused for each answer (flash attention, for one). Both give the same numbers.
     score = tree_prompt_logprobs if supports_tree_attention(model) else shared_prompt_logprobs
     scored = score(model, groups, pad_token_id=formatter.tokenizer.pad_token_id, batch_size=settings.batch_size)
+    _check_finite_scores(scored, [r for records, _ in parts for r in records])
     out = []
     for lo, hi in bounds:
         answer_lp, para_lp, pert_lp = [], [], []
@@ -144,6 +156,16 @@ def _run_model(model, formatter: PromptFormatter, parts: Sequence[tuple[list[QAR
         out.append(_ModelOutputs(generations[lo:hi] if generations is not None else None,
                                  answer_lp, para_lp, pert_lp))
     return out
+
+
+def _check_finite_scores(scored, records: Sequence[QARecord]) -> None:
+    """A NaN or inf log-likelihood means the model's numbers overflow: no metric of it means anything."""
+    bad = [r for item, r in zip(scored, records) if not all(math.isfinite(s) for s, _ in item)]
+    if bad:
+        raise ObliviateError(f"the model's answer log-probabilities are not finite (NaN or inf) for {len(bad)} of "
+                             f"{len(records)} questions (first: {bad[0].source or bad[0].question!r}); its weights "
+                             f"or its precision overflow. Evaluate it in float32 (--dtype float32), or check the "
+                             f"run that produced it")
 
 
 def _truth_x(para_lp: list[float], pert_lp: list[list[float]]) -> list[float] | None:
