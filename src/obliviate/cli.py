@@ -1,7 +1,13 @@
 """``obliviate <command>``: a thin layer that parses, validates and calls the library.
 
-User mistakes (bad files, bad config values, missing models) end with one clear message on stderr and exit
-status 2; an interrupted run says how to continue it and exits 130.
+Exit status:
+
+``0``    done
+``2``    a user mistake (a bad file, config value or argument, a missing model, an output that another process
+         is writing or that must not be replaced): one clear message on stderr, no traceback
+``3``    training stopped by the non-finite guard (a NaN or inf loss or gradient, ``train.nan_policy``); the
+         message names the step, the term and the last good checkpoint, which is kept (docs/reliability.md)
+``130``  interrupted (Ctrl-C); the message says how to continue
 """
 
 from __future__ import annotations
@@ -15,7 +21,15 @@ from obliviate import __version__
 from obliviate.errors import ObliviateError
 
 EXIT_USER_ERROR = 2
+EXIT_STOPPED = 3
 EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``obliviate eval: error: …``), like every other user mistake."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:
@@ -38,6 +52,8 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 def _cmd_models(args: argparse.Namespace) -> int:
     from obliviate.models import ensure_default_model, list_models
 
+    if args.force and not args.convert:
+        raise ObliviateError("--force only applies with --convert (obliviate models --convert --force)")
     if args.convert:
         path = ensure_default_model(force=args.force)
         print(f"default model ready: {path}")
@@ -89,28 +105,75 @@ def _parse_files(items: list[str]) -> dict[str, str]:
     return files
 
 
-def _cmd_eval(args: argparse.Namespace) -> int:
+def _check_counts(args: argparse.Namespace) -> None:
+    problems = [f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}"
+                for name in ("batch_size", "max_new_tokens") if getattr(args, name) < 1]
+    if args.set_size is not None and args.set_size < 1:
+        problems.append(f"--set-size must be >= 1 (or left out for every row), got {args.set_size}")
+    if problems:
+        raise ObliviateError("; ".join(problems))
+
+
+def _run_folder_info(run_dir: Path) -> tuple[dict, str | None]:
+    """What an evaluation records about the run in ``run_dir``, and the prompt template it trained with."""
     import json
 
     import yaml
 
+    from obliviate.errors import DataError
+
+    path = run_dir / "run.json"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot be read ({exc})", path=str(path)) from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"not valid JSON ({exc.msg}); the run may not have finished writing it",
+                        path=str(path), line=exc.lineno) from None
+    if not isinstance(record, dict):
+        raise DataError("expected a JSON object (a run record)", path=str(path))
+    method = record.get("method") or {}
+    if not isinstance(method, dict):
+        raise DataError(f"expected an object, got {type(method).__name__}", path=str(path), field="method")
+    info = {"kind": record.get("kind"), "method": method.get("name"), "method_details": method,
+            "output_dir": str(run_dir), "forget_items": record.get("forget_items"),
+            "retain_items": record.get("retain_items")}
+    cfg_path, template = run_dir / "config.yaml", None
+    if cfg_path.is_file():
+        try:
+            config = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"cannot be read ({exc})", path=str(cfg_path)) from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            raise DataError(f"not valid YAML: {getattr(exc, 'problem', exc)}", path=str(cfg_path),
+                            line=mark.line + 1 if mark is not None else None) from None
+        if not isinstance(config, dict):
+            raise DataError("expected a mapping of config sections", path=str(cfg_path))
+        model = config.get("model") or {}
+        if not isinstance(model, dict):
+            raise DataError(f"expected a mapping (name, dtype, template, ...), got {model!r}", path=str(cfg_path),
+                            field="model")
+        template = model.get("template")
+        if template is not None and not isinstance(template, str):
+            raise DataError(f"expected a template name, got {template!r}", path=str(cfg_path),
+                            field="model.template")
+        info["config"] = config
+    return info, template
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
     from obliviate.evaluation.runner import BenchmarkSpec, evaluate
     from obliviate.evaluation.suite import EvalSettings
 
+    _check_counts(args)
     model_spec, run_info, template, out = args.model, {}, args.template, args.out
     run_dir = Path(args.model)
     if (run_dir / "run.json").is_file() and (run_dir / "model").is_dir():
         # A run folder: evaluate its model, record its method and config, write results.json beside it.
         model_spec = str(run_dir / "model")
-        record = json.loads((run_dir / "run.json").read_text())
-        method = record.get("method") or {}
-        run_info = {"kind": record.get("kind"), "method": method.get("name"), "method_details": method,
-                    "output_dir": str(run_dir), "forget_items": record.get("forget_items"),
-                    "retain_items": record.get("retain_items")}
-        cfg_path = run_dir / "config.yaml"
-        if cfg_path.is_file():
-            run_info["config"] = yaml.safe_load(cfg_path.read_text())
-            template = template or run_info["config"].get("model", {}).get("template")
+        run_info, run_template = _run_folder_info(run_dir)
+        template = template or run_template
         out = out or str(run_dir / "results.json")
     if out is None:
         raise ObliviateError("--out is required unless --model is a run folder")
@@ -199,7 +262,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="obliviate", description="Machine unlearning for large language models.")
+    parser = _Parser(prog="obliviate", description="Machine unlearning for large language models.")
     parser.add_argument("--version", action="version", version=f"obliviate {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -292,8 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ObliviateError as exc:
-        print(f"obliviate {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        code = getattr(exc, "exit_code", EXIT_USER_ERROR)
+        print(f"obliviate {args.command}: {'stopped' if code == EXIT_STOPPED else 'error'}: {exc}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

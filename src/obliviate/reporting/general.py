@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from obliviate.errors import DataError
-from obliviate.reporting.results import SOURCE_KEY, ModelView
+from obliviate.reporting.results import SOURCE_KEY, ModelView, markdown_cell
 
 KEY = "general_ability"
 """Top-level key of ``results.json`` holding the record (``obliviate.evaluation.general.RESULTS_KEY``)."""
@@ -162,10 +162,6 @@ _LIMIT_NOTE = ("Scored on a limited number of documents per task: these numbers 
 # --- Markdown ---------------------------------------------------------------------------------------
 
 
-def _md(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
-
-
 def general_markdown(views: Sequence[ModelView]) -> str:
     """The "General ability" Markdown table and its notes, or ``""`` when no record has the section."""
     records = _records(views)
@@ -173,15 +169,15 @@ def general_markdown(views: Sequence[ModelView]) -> str:
         return ""
     cols = general_columns(records)
     lines = ["", "### General ability", "",
-             "| " + " | ".join(["model"] + [_md(c.header) for c in cols]) + " |",
+             "| " + " | ".join(["model"] + [markdown_cell(c.header) for c in cols]) + " |",
              "|" + "|".join([":---"] + ["---:"] * len(cols)) + "|"]
     for view, record in records:
-        lines.append("| " + " | ".join([_md(view.label)] + [format_entry(_entry(record, c)) for c in cols]) + " |")
+        lines.append("| " + " | ".join([markdown_cell(view.label)] + [format_entry(_entry(record, c)) for c in cols]) + " |")
     lines += ["", f"lm-evaluation-harness tasks; value ± standard error. {UP} higher is better, {DOWN} lower is "
                   "better. A metric name with a comma is lm-eval's metric,filter (e.g. GSM8K's answer extraction)."]
     if _limited(records):
         lines += ["", _LIMIT_NOTE]
-    lines += [""] + [f"- {_md(line)}" for line in _setting_notes(records)]
+    lines += [""] + [f"- {markdown_cell(line)}" for line in _setting_notes(records)]
     return "\n".join(lines) + "\n"
 
 

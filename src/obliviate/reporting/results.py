@@ -115,6 +115,14 @@ class ModelView:
     other_aggregates: dict[str, Cell] = field(default_factory=dict)
 
 
+def markdown_cell(text: str) -> str:
+    """``text`` made safe for a Markdown table cell or list item: pipes and backslashes escaped, line breaks
+    folded, and HTML escaped (``<``, ``>``, ``&``) so a ``<script>`` in a record's text stays text when the
+    Markdown is rendered on a web page."""
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " "))
+
+
 # --- loading and validation -------------------------------------------------------------------------
 
 

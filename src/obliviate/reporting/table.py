@@ -18,6 +18,7 @@ from obliviate.reporting.results import (
     Cell,
     ModelView,
     default_direction,
+    markdown_cell,
     missing_cell,
     model_views,
     ordered_sets,
@@ -158,11 +159,6 @@ def partial_notes(views: Sequence[ModelView]) -> list[tuple[str, str, str, tuple
     return rows
 
 
-def _md_escape(text: str) -> str:
-    """Escape what breaks a Markdown table cell: pipes and line breaks."""
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
-
-
 def markdown_table(results_list: Sequence[Mapping[str, Any]]) -> str:
     """The paper-style table in GitHub Markdown, with footnotes for partial and unavailable values.
 
@@ -176,12 +172,12 @@ def markdown_table(results_list: Sequence[Mapping[str, Any]]) -> str:
         f"{(c.set_name + ' ') if c.set_name else ''}{c.short} {c.arrow}" for c in cols
     ]
     lines = [
-        "| " + " | ".join(_md_escape(h) for h in header) + " |",
+        "| " + " | ".join(markdown_cell(h) for h in header) + " |",
         "|" + "|".join([":---"] + ["---:"] * len(cols)) + "|",
     ]
     for view in views:
         cells = [format_cell(cell_for(view, c), c.metric) for c in cols]
-        lines.append("| " + " | ".join([_md_escape(view.label)] + cells) + " |")
+        lines.append("| " + " | ".join([markdown_cell(view.label)] + cells) + " |")
 
     notes: list[str] = [f"{UP} higher is better, {DOWN} lower is better. "
                         "ROUGE-L = ROUGE-L recall, Prob = probability, TR = truth ratio, TE = token entropy, "
@@ -195,12 +191,12 @@ def markdown_table(results_list: Sequence[Mapping[str, Any]]) -> str:
             # The aggregate's note usually names what is missing already; say it only when it does not.
             unnamed = [m for m in missing if m not in note]
             missing_text = f" (missing: {', '.join(unnamed)})" if unnamed else ""
-            notes.append(f"- {_md_escape(label)}, {name}: {_md_escape(note)}{_md_escape(missing_text)}")
+            notes.append(f"- {markdown_cell(label)}, {name}: {markdown_cell(note)}{markdown_cell(missing_text)}")
     unavailable = unavailable_notes(views, cols)
     if unavailable:
         notes.append(f"{NOT_AVAILABLE}: not available —")
         for label, where, metric, reason in unavailable:
-            notes.append(f"- {_md_escape(label)}, {metric} ({where}): {_md_escape(reason)}")
+            notes.append(f"- {markdown_cell(label)}, {metric} ({where}): {markdown_cell(reason)}")
     conflicts = [c for c in cols if c.conflict]
     if conflicts:
         names = ", ".join(c.key for c in conflicts)
