@@ -215,7 +215,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from obliviate.reporting import write_report
     from obliviate.training.run import finetune, is_complete, unlearn
 
-    # Validate every config before running any, so a typo in the last one doesn't waste the first ones' hours.
+    from obliviate.reporting.write import check_report_path
+
+    # Validate every config (and the report's place) before running any, so a typo in the last one doesn't
+    # waste the first ones' hours.
+    check_report_path(args.report)
     plans = []
     for path in args.configs:
         raw = read_config_file(path)

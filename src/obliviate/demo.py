@@ -78,6 +78,9 @@ def run_demo(out: Path, *, model: str | None = None, fresh: bool = False) -> dic
     problem = creation_problem(out)
     if problem or not (out.is_dir() or not out.exists()):
         raise ObliviateError(f"--out {out}: cannot use it as the demo's working folder: {problem or 'not a folder'}")
+    if model is not None:
+        from obliviate.models import resolve_model
+        resolve_model(model)  # a typo in --model is reported before anything is written
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     bench = out / "benchmark"

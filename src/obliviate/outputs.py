@@ -78,7 +78,7 @@ def creation_problem(folder: Path) -> str | None:
     existing = folder
     while not existing.exists():
         if existing.parent == existing:
-            return f"none of its folders exists"  # pragma: no cover - '/' always exists
+            return "none of its folders exists"  # pragma: no cover - '/' always exists
         existing = existing.parent
     if not existing.is_dir():
         return f"{existing} is a file" if existing == folder else f"it lies under {existing}, which is a file"
@@ -114,8 +114,8 @@ def output_path_problems(key: str, path: str, inputs: Iterable[tuple[str, str]] 
     elif _is_within(home, real):
         why = "is a folder above your home folder"
     if why:
-        return [f"{key}: {path} {why}; a run replaces its output folder as a whole, so give it a folder of its "
-                f"own, e.g. runs/NAME"]
+        return [f"{key}: {path} {why}; obliviate replaces an output folder as a whole, so give it a folder of "
+                f"its own, e.g. runs/NAME"]
     problems = []
     for name, spec in inputs:
         if spec and os.path.exists(os.path.expanduser(spec)) and _is_within(_real(spec), real):

@@ -314,7 +314,7 @@ class NLIScorer:
                    "use_safetensors=False).save_pretrained('{folder}')")
         try:
             tokenizer = _load(name, lambda spec, local_files_only: AutoTokenizer.from_pretrained(
-                spec, local_files_only=local_files_only))
+                spec, local_files_only=local_files_only), convert=convert)
             model = _load(name, lambda spec, local_files_only: AutoModelForSequenceClassification.from_pretrained(
                 spec, local_files_only=local_files_only), convert=convert)
         except PickleWeightsError:

@@ -393,6 +393,25 @@ def evaluate_run(cfg: UnlearnConfig, out_path: Path, summary: dict, *, model=Non
                     model_path=None if model is not None else model_dir, scorers=scorers)
 
 
+def _evaluation_inputs(cfg: UnlearnConfig, benchmark):
+    """Load and check what the end-of-run evaluation reads, before training: a missing retain results file
+    found after hours of training would cost the run."""
+    if not cfg.eval.enabled:
+        return benchmark
+    from obliviate.evaluation.runner import LoadedBenchmark, load_benchmark, retain_truth_x_from_results
+
+    spec = benchmark or eval_benchmark(cfg)
+    loaded = spec if isinstance(spec, LoadedBenchmark) else load_benchmark(spec)
+    e = cfg.eval
+    forget = next((s for s in loaded.sets if s.kind == "forget"), None)
+    if e.retain_results and forget is not None:
+        retain_truth_x_from_results(e.retain_results, [r.question for r in forget.records[: e.set_size or None]])
+    if e.retain_model:
+        from obliviate.models import resolve_model
+        resolve_model(e.retain_model)
+    return loaded
+
+
 def unlearn(cfg: UnlearnConfig, *, resume: bool = False, forget: list[QARecord] | None = None,
             retain: list[QARecord] | None = None, reference: str | None = None, benchmark=None,
             run_extra: dict | None = None) -> RunResult:
@@ -417,6 +436,7 @@ def unlearn(cfg: UnlearnConfig, *, resume: bool = False, forget: list[QARecord] 
         forget = loaded_forget if forget is None else forget
         retain = loaded_retain if retain is None else retain
     check_training_sets(forget, retain)
+    benchmark = _evaluation_inputs(cfg, benchmark)
     summary = {"method": {"name": spec.name, "forget": spec.forget, "regularizer": spec.regularizer,
                           "forget_coeff": objective.forget_coeff,
                           "regularization_coeff": objective.regularization_coeff, "mask": mask,
