@@ -64,7 +64,7 @@ class World:
 
     def read_only(self) -> str:
         """A folder nothing can be created in: chmod 555 for a normal user; under /sys when running as root."""
-        if os.geteuid() == 0:
+        if getattr(os, "geteuid", lambda: 1)() == 0:
             if not Path("/sys/kernel").is_dir():
                 pytest.skip("no read-only folder available to root here")
             return "/sys/kernel/obliviate-test"
@@ -244,6 +244,8 @@ CASES = [
          ("pickle-embedder", "pytorch_model.bin", "pickle")),
     Case("eval-model-nan-weights", lambda w: w.eval(model=str(w.shared / "nan-model")),
          ("nan-model", "non-finite weights")),
+    Case("eval-model-overflowing-outputs", lambda w: w.eval(model=str(w.shared / "overflow-model")),
+         ("log-probabilities are not finite", "forget_perturbed.json:1", "--dtype float32")),
     Case("eval-dtype", lambda w: w.eval("--dtype", "float8"), ("dtype", "float8")),
     Case("eval-file-without-name", lambda w: ["eval", "--model", str(w.tiny), "--benchmark", "files", "--file",
                                               "forget.json", "--out", str(w.tmp / "r.json")],
@@ -373,6 +375,12 @@ def shared(tmp_path_factory, tiny_model_dir) -> Path:
         next(model.parameters()).view(-1)[0] = math.nan
     model.save_pretrained(root / "nan-model")
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(root / "nan-model")
+    # Finite weights whose logits overflow: one output row at float32's limit makes its logit inf.
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        model.lm_head.weight[5].fill_(3e38)
+    model.save_pretrained(root / "overflow-model")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(root / "overflow-model")
     return root
 
 

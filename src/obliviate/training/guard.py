@@ -52,8 +52,10 @@ def nonfinite_parameters(model: torch.nn.Module) -> list[str]:
     named = [(name, p) for name, p in model.named_parameters() if p.numel()]
     if not named:
         return []
-    flags = torch.stack([torch.isfinite(p.detach()).all().to("cpu", non_blocking=True) for _, p in named])
-    return [name for (name, _), ok in zip(named, flags.tolist()) if not ok]
+    flags = [torch.isfinite(p.detach()).all() for _, p in named]
+    device = flags[0].device  # parameters may sit on several devices; the flags are gathered on one
+    values = torch.stack([f.to(device) for f in flags]).tolist()
+    return [name for (name, _), ok in zip(named, values) if not ok]
 
 
 def _value(v: float) -> str:
@@ -69,6 +71,8 @@ class NonFiniteGuard(TrainerCallback):
         self.policy, self.max_skips = policy, max_skips
         self.withhold_updates = True  # False where the optimizer step cannot be withheld (DeepSpeed)
         self.check_grad_norm = True   # False under a loss scaler, which handles overflowing gradients itself
+        self.check_weights = True     # False for sharded weights (FSDP, DeepSpeed): each rank sees only its shard,
+                                      # and ranks that disagree about stopping would wait on each other forever
         self.grad_norm = None         # handed over by the trainer before each optimizer step
         self.skipped_steps: list[int] = []
         self.skipped_before = 0       # skips recorded in the log of the checkpoint a run resumed from
@@ -176,6 +180,8 @@ class NonFiniteGuard(TrainerCallback):
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def _weights_problem(self, model) -> list[str]:
+        if not self.check_weights:
+            return []
         bad = nonfinite_parameters(model)
         if not bad:
             return []

@@ -302,6 +302,7 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
     guard = NonFiniteGuard(cfg.train.nan_policy, cfg.train.nan_max_skips)
     guard.withhold_updates = not trainer.is_deepspeed_enabled
     guard.check_grad_norm = getattr(trainer.accelerator, "scaler", None) is None
+    guard.check_weights = not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled)
     trainer.nonfinite_guard = guard
     trainer.add_callback(guard)
     scorers = None
