@@ -178,7 +178,7 @@ class NonFiniteGuard(TrainerCallback):
                 self._stop(state.global_step, f"step {state.global_step}: {'; '.join(reasons)}", control)
         return control
 
-    # -- helpers ---------------------------------------------------------------------------------------------
+    # -- checks ------------------------------------------------------------------------------------------------
     def _weights_problem(self, model) -> list[str]:
         if not self.check_weights:
             return []
