@@ -101,6 +101,7 @@ def _config(w: World, text: str) -> str:
 
 
 CUDA = torch.cuda.is_available()
+ROW_THEN_BAD_ROW = json.dumps({"question": "Q?", "answer": "A."}) + "\n" + json.dumps({"question": "Q2?"}) + "\n"
 
 CASES = [
     # -- unlearn: output folders ------------------------------------------------------------------------------
@@ -124,7 +125,8 @@ CASES = [
                              f"output_dir={w.tmp / 'data'}", "overwrite=true"),
          ("output_dir", "holds data.forget")),
     Case("unlearn-output-holds-the-config",
-         lambda w: ["unlearn", "-c", w.file("cfg/c.yaml", f"output_dir: {w.tmp / 'cfg'}\ndata:\n  forget: {w.forget}\n"),
+         lambda w: ["unlearn", "-c",
+                    w.file("cfg/c.yaml", f"output_dir: {w.tmp / 'cfg'}\ndata:\n  forget: {w.forget}\n"),
                     "overwrite=true"],
          ("output_dir", "holds the config file")),
     Case("unlearn-overwrite-a-foreign-folder",
@@ -176,7 +178,7 @@ CASES = [
     Case("unlearn-data-missing", lambda w: w.unlearn(f"data.forget={w.tmp / 'missing.json'}"),
          ("missing.json", "file not found")),
     Case("unlearn-data-bad-row",
-         lambda w: w.unlearn(f"data.forget={w.file('f.json', json.dumps({'question': 'Q?', 'answer': 'A.'}) + chr(10) + json.dumps({'question': 'Q2?'}))}"),
+         lambda w: w.unlearn(f"data.forget={w.file('f.json', ROW_THEN_BAD_ROW)}"),
          ("f.json", "line 2", "'answer'")),
     Case("unlearn-data-not-json", lambda w: w.unlearn(f"data.forget={w.file('f.json', '{not json')}"),
          ("f.json", "line 1", "invalid JSON")),
@@ -282,7 +284,8 @@ CASES = [
     # -- sweep ------------------------------------------------------------------------------------------------
     Case("sweep-config-missing", lambda w: ["sweep", str(w.tmp / "none.yaml")], ("config file not found", "none.yaml")),
     Case("sweep-config-kind", lambda w: ["sweep", _config(w, "kind: continual\n")], ("config.yaml", "continual")),
-    Case("sweep-output-dot", lambda w: ["sweep", _config(w, f"kind: unlearn\noutput_dir: .\ndata:\n  forget: {w.forget}\n")],
+    Case("sweep-output-dot",
+         lambda w: ["sweep", _config(w, f"kind: unlearn\noutput_dir: .\ndata:\n  forget: {w.forget}\n")],
          ("output_dir", "current folder")),
     Case("sweep-report-is-a-folder", lambda w: ["sweep", _config(w, f"kind: unlearn\ndata:\n  forget: {w.forget}\n"),
                                                 "--report", str(w.tmp)],

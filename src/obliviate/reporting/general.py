@@ -172,7 +172,8 @@ def general_markdown(views: Sequence[ModelView]) -> str:
              "| " + " | ".join(["model"] + [markdown_cell(c.header) for c in cols]) + " |",
              "|" + "|".join([":---"] + ["---:"] * len(cols)) + "|"]
     for view, record in records:
-        lines.append("| " + " | ".join([markdown_cell(view.label)] + [format_entry(_entry(record, c)) for c in cols]) + " |")
+        cells = [markdown_cell(view.label)] + [format_entry(_entry(record, c)) for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"lm-evaluation-harness tasks; value ± standard error. {UP} higher is better, {DOWN} lower is "
                   "better. A metric name with a comma is lm-eval's metric,filter (e.g. GSM8K's answer extraction)."]
     if _limited(records):
