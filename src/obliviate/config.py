@@ -5,8 +5,10 @@ A config file is one flat YAML document per experiment with the sections ``model
 what you read is what runs. Overrides use dotted keys, e.g. ``train.learning_rate=2e-5 method.name=NPO+GD``;
 values are parsed as YAML scalars.
 
-``validate()`` returns every problem found (unknown keys with a "did you mean", wrong types, out-of-range
-numbers, unknown choices with the valid ones); :func:`load_config` raises one :class:`ConfigError` listing them.
+``validate()`` returns every problem found (unknown keys with a "did you mean", wrong types, out-of-range or
+non-finite numbers, unknown choices with the valid ones); :func:`load_config` raises one :class:`ConfigError`
+listing them. ``output_dir`` is made absolute once, here, and refused where replacing it would destroy something
+(:func:`obliviate.outputs.output_path_problems`, docs/reliability.md).
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ Run folder layout::
 
     <output_dir>/
       config.yaml      the full, validated config that ran
-      run.json         kind, method, data sizes, seed, timings, the training log (loss terms per logging step)
+      run.json         kind, method, data sizes, seed, timings, the training log (loss terms per logging step),
+                       updates skipped by train.nan_policy=skip (skipped_updates, skipped_steps)
+      .obliviate       marks the folder as obliviate's (overwrite=true replaces only such folders)
       model/           the trained model (safetensors) and tokenizer; LoRA merged unless lora.merge=false
 """
 
