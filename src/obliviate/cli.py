@@ -83,6 +83,7 @@ def _run_training(kind: str, args: argparse.Namespace) -> int:
     cfg = load_config(kind, args.config, args.overrides)
     if args.dry_run:
         print(f"config is valid: {args.config or '(defaults)'}")
+        _print_memory_estimate(cfg, args)
         return 0
     run = unlearn if kind == "unlearn" else finetune
     try:
@@ -93,6 +94,26 @@ def _run_training(kind: str, args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     print(f"model saved to {result.model_dir}")
     return 0
+
+
+def _print_memory_estimate(cfg, args: argparse.Namespace) -> None:
+    """The dry run's peak-memory estimate per device (obliviate.memory; docs/scaling.md)."""
+    from obliviate.errors import ModelLoadError
+    from obliviate.memory import (estimate_memory, format_estimate, load_config_file, read_model_config,
+                                  setup_from_config, shape_from_config)
+
+    try:
+        if args.model_config:
+            config, source = load_config_file(args.model_config)
+        else:
+            config, source = read_model_config(cfg.model.name, trust_remote_code=cfg.model.trust_remote_code)
+    except ModelLoadError as exc:
+        print(f"memory estimate unavailable: {exc}", file=sys.stderr)
+        return
+    shape = shape_from_config(config, name=cfg.model.name, source=source)
+    setup = setup_from_config(cfg, devices=args.devices, zero=args.zero, lora=True if args.lora else None,
+                              seq_len=args.seq_len)
+    print(format_estimate(estimate_memory(shape, setup), shape, setup, device_memory_gib=args.device_memory))
 
 
 def _parse_files(items: list[str]) -> dict[str, str]:
@@ -265,6 +286,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="obliviate", description="Machine unlearning for large language models.")
     parser.add_argument("--version", action="version", version=f"obliviate {__version__}")
@@ -293,7 +324,19 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(kind, help=help_text)
         p.add_argument("--config", "-c", default=None, help="YAML config file (configs/...)")
         p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
-        p.add_argument("--dry-run", action="store_true", help="validate the config and stop")
+        p.add_argument("--dry-run", action="store_true",
+                       help="validate the config, print an estimate of peak memory per device, and stop")
+        est = p.add_argument_group("memory estimate (with --dry-run; docs/scaling.md)")
+        est.add_argument("--devices", type=_positive_int, default=1, help="number of devices (GPUs), default 1")
+        est.add_argument("--zero", type=int, choices=(0, 2, 3), default=None,
+                         help="ZeRO stage: 0 (DDP), 2 or 3; default: the config's train.deepspeed / train.fsdp")
+        est.add_argument("--lora", action="store_true", help="estimate with LoRA adapters (lora.enabled=true)")
+        est.add_argument("--seq-len", type=_positive_int, default=None,
+                         help="tokens per sequence (default model.max_length, an upper bound)")
+        est.add_argument("--device-memory", type=float, default=80.0,
+                         help="memory per device in GiB (default 80, an 80 GB A100/H100)")
+        est.add_argument("--model-config", default=None,
+                         help="a config.json to estimate with, when the model's own cannot be read")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                        help="config overrides with dotted keys, e.g. train.learning_rate=2e-5")
         p.set_defaults(func=lambda a, k=kind: _run_training(k, a))
