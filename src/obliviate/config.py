@@ -97,7 +97,9 @@ class TrainConfig:
     save_strategy: str = "no"           # no | epoch | steps (checkpoints for resuming)
     save_steps: int = 500
     gradient_checkpointing: bool = False
-    optim: str = "adamw_torch"
+    optim: str = "adamw_torch"          # any of transformers' OptimizerNames, e.g. adamw_bnb_8bit (bitsandbytes)
+    bf16: bool = False                  # bfloat16 mixed precision (autocast) through the engine
+    fp16: bool = False                  # float16 mixed precision with loss scaling (float32 weights, CUDA only)
     deepspeed: str | None = None        # path to a DeepSpeed JSON config
     fsdp: str = ""                      # transformers' fsdp option string, e.g. "full_shard auto_wrap"
     report_to: list[str] = field(default_factory=lambda: ["none"])
@@ -220,6 +222,7 @@ def _common_errors(cfg: RunConfig) -> list[str]:
         errors.append(f"data.task: tasks are numbered from 1, got {d.task}")
     if d.limit is not None and d.limit < 1:
         errors.append(f"data.limit: must be >= 1 or null, got {d.limit}")
+    errors += _precision_errors(m, t)
     if lo.r < 1:
         errors.append(f"lora.r: must be >= 1, got {lo.r}")
     if not 0 <= lo.dropout < 1:
@@ -261,6 +264,37 @@ def _engine_errors(t: TrainConfig) -> list[str]:
                 errors.append(f"train.deepspeed: {t.deepspeed}{line}: not a valid JSON file ({exc})")
         if importlib.util.find_spec("deepspeed") is None:
             errors.append("train.deepspeed: the deepspeed package is not installed (pip install deepspeed)")
+    return errors
+
+
+# Optimizers transformers builds from bitsandbytes (8-bit and paged states, its Lion, RMSprop and AdEMAMix).
+def needs_bitsandbytes(optim: str) -> bool:
+    o = optim.lower()
+    return ("bnb" in o or o.startswith(("paged_", "lion_", "ademamix")) or
+            (o.endswith("8bit") and not o.startswith("adamw_torch")) or o == "galore_adamw_8bit")
+
+
+def _installed(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _precision_errors(m: ModelConfig, t: TrainConfig) -> list[str]:
+    """Mixed precision and optimizer choices that cannot work, said before anything loads."""
+    errors: list[str] = []
+    if t.bf16 and t.fp16:
+        errors.append("train.bf16 and train.fp16 are alternatives; set one (bf16 where the GPU supports it)")
+    if t.fp16 and m.dtype in ("bfloat16", "float16"):
+        errors.append(f"train.fp16: float16 mixed precision scales the loss and needs float32 weights, but "
+                      f"model.dtype is {m.dtype}; use model.dtype=float32, or train.bf16 with bfloat16 weights")
+    if t.bf16 and m.dtype == "float16":
+        errors.append("train.bf16: bfloat16 autocast over float16 weights mixes two 16-bit formats; use "
+                      "model.dtype=bfloat16 or float32")
+    if t.optim in _engine_choices()[1] and needs_bitsandbytes(t.optim) and not _installed("bitsandbytes"):
+        errors.append(f"train.optim: {t.optim} comes from bitsandbytes, which is not installed "
+                      f"(pip install bitsandbytes; its 8-bit optimizers need a CUDA GPU)")
     return errors
 
 

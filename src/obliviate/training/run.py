@@ -156,6 +156,10 @@ def _training_arguments(cfg: RunConfig, partial: Path, n_examples: int) -> Train
         save_steps=t.save_steps,
         dataloader_pin_memory=torch.cuda.is_available(),
         optim=t.optim,
+        bf16=t.bf16,
+        fp16=t.fp16,
+        # Without CUDA the engine must be told it runs on the CPU; under torchrun it then forms a gloo group.
+        use_cpu=not torch.cuda.is_available(),
         deepspeed=t.deepspeed,
         fsdp=t.fsdp,
         report_to=t.report_to,
@@ -218,9 +222,30 @@ class _EpochEvaluation(TrainerCallback):
 
 
 def _check_precision(cfg: RunConfig) -> None:
-    if cfg.model.dtype == "float16" and not torch.cuda.is_available():
+    """Refuse float16 without a GPU; warn when 16-bit weights are trained without float32 master weights."""
+    cuda = torch.cuda.is_available()
+    if cfg.model.dtype == "float16" and not cuda:
         raise ConfigError(["model.dtype: float16 training on the CPU overflows without a loss scaler (the loss "
                            "turns NaN); use bfloat16, the CPU's half precision, or float32"])
+    if cfg.train.fp16 and not cuda:
+        raise ConfigError(["train.fp16: float16 mixed precision needs a CUDA GPU (its loss scaler); on the CPU "
+                           "use train.bf16 (bfloat16 autocast) or float32"])
+    dtype = cfg.model.dtype if cfg.model.dtype != "auto" else ("bfloat16" if cuda and torch.cuda.is_bf16_supported()
+                                                               else "float32")
+    if dtype == "float32" or cfg.lora.enabled:  # LoRA adapters are float32 whatever the base
+        return
+    # DeepSpeed (train.deepspeed, or an accelerate launcher config) keeps float32 master weights when its
+    # 16-bit mode is on: train.bf16 / train.fp16, or the launcher config's mixed_precision.
+    deepspeed = bool(cfg.train.deepspeed) or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+    mixed = cfg.train.bf16 or cfg.train.fp16 or os.environ.get("ACCELERATE_MIXED_PRECISION", "no") != "no"
+    if deepspeed and not mixed:
+        log.warning("model.dtype=%s under DeepSpeed without train.bf16=true: DeepSpeed then keeps no float32 "
+                    "master weights; set train.bf16=true", dtype)
+    elif not deepspeed:
+        log.warning("model.dtype=%s trains the %s weights directly (optimizer states too): an update smaller than "
+                    "the format's resolution (about 0.4%% of a weight for bfloat16) is lost. For small learning "
+                    "rates keep float32 master weights: model.dtype=float32 with train.bf16=true, or DeepSpeed "
+                    "(docs/scaling.md)", dtype, dtype)
 
 
 def _train(cfg: RunConfig, *, kind: str, objective: TrainingObjective, forget: list[QARecord],
