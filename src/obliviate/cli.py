@@ -92,7 +92,9 @@ def _run_training(kind: str, args: argparse.Namespace) -> int:
         print(f"\ninterrupted; checkpoints (if train.save_strategy is set) are in {cfg.output_dir}.partial — "
               f"rerun the same command with --resume to continue", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(f"model saved to {result.model_dir}")
+    from obliviate.outputs import is_main_process
+    if is_main_process():  # under torchrun / accelerate every process runs this; one reports
+        print(f"model saved to {result.model_dir}")
     return 0
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import platform
 import shutil
 import time
@@ -163,6 +164,9 @@ def _training_arguments(cfg: RunConfig, partial: Path, n_examples: int) -> Train
         deepspeed=t.deepspeed,
         fsdp=t.fsdp,
         report_to=t.report_to,
+        # With eval.every_epoch the main process evaluates while the others wait in the next step's first
+        # collective: give them hours, not the default half hour.
+        ddp_timeout=4 * 3600 if getattr(getattr(cfg, "eval", None), "every_epoch", False) else 1800,
         remove_unused_columns=False,
         dataloader_num_workers=0,
         label_names=[],
@@ -190,16 +194,31 @@ def _build_model(cfg: RunConfig):
     return model, tokenizer
 
 
-def _save(trainer: UnlearningTrainer, tokenizer, model_dir: Path, merge_lora: bool) -> None:
-    from obliviate.models import save_model
+def _save(trainer: UnlearningTrainer, tokenizer, model_dir: Path, merge_lora: bool, cfg: RunConfig) -> None:
+    """Save the trained model as one safetensors folder on the main process.
+
+    Under ZeRO-3 / FSDP every process takes part in gathering the full weights (the engine's save_model); a
+    LoRA model is saved as its adapter first and merged on the main process's CPU when ``merge_lora``.
+    """
+    from obliviate.models import _write_marker, is_peft_model, load_model, save_model
+    unwrapped = trainer.accelerator.unwrap_model(trainer.model)
     if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
-        # Sharded engines must gather the weights themselves.
-        trainer.save_model(str(model_dir))
+        merge = is_peft_model(unwrapped) and merge_lora
+        target = model_dir.with_name(model_dir.name + ".adapter") if merge else model_dir
+        trainer.save_model(str(target))
         if trainer.is_world_process_zero():
-            tokenizer.save_pretrained(str(model_dir))
+            tokenizer.save_pretrained(str(target))
+            if merge:
+                merged, merged_tokenizer = load_model(str(target), dtype=cfg.model.dtype, device="cpu",
+                                                      trust_remote_code=cfg.model.trust_remote_code)
+                save_model(merged, merged_tokenizer, model_dir)
+                shutil.rmtree(target)
+            else:
+                _write_marker(model_dir, {"format": "lora-adapter" if is_peft_model(unwrapped) else "model",
+                                          "gathered_by": "deepspeed" if trainer.is_deepspeed_enabled else "fsdp"})
         return
     if trainer.is_world_process_zero():
-        save_model(trainer.accelerator.unwrap_model(trainer.model), tokenizer, model_dir, merge_lora=merge_lora)
+        save_model(unwrapped, tokenizer, model_dir, merge_lora=merge_lora)
 
 
 class _EpochEvaluation(TrainerCallback):
@@ -308,6 +327,9 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
                           yaml.safe_dump({"kind": kind, **config_to_dict(cfg)}, sort_keys=False))
     started = time.time()
 
+    # The engine's arguments come first: under DeepSpeed ZeRO-3 they make from_pretrained load every model
+    # already sharded over the processes (zero.Init) instead of whole on each.
+    args = _training_arguments(cfg, partial, len(retain) if objective.forget is None else len(forget))
     model, tokenizer = _build_model(cfg)
     formatter = PromptFormatter(tokenizer, cfg.model.template, system_prompt=cfg.model.system_prompt,
                                 max_length=cfg.model.max_length)
@@ -320,9 +342,14 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
         reference = frozen_copy(load_model(reference_spec, dtype=cfg.model.dtype,
                                            trust_remote_code=cfg.model.trust_remote_code)[0])
     elif objective.needs_reference and not cfg.lora.enabled:
-        from obliviate.models import frozen_copy
-        reference = frozen_copy(model)
-    args = _training_arguments(cfg, partial, len(dataset))
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        from obliviate.models import frozen_copy, load_model
+        if is_deepspeed_zero3_enabled():  # a sharded model cannot be deep-copied: load the reference sharded too
+            reference = load_model(cfg.model.name, dtype=cfg.model.dtype,
+                                   trust_remote_code=cfg.model.trust_remote_code)[0]
+        else:
+            reference = frozen_copy(model)
     trainer = UnlearningTrainer(model=model, args=args, train_dataset=dataset,
                                 data_collator=PartsCollator(tokenizer.pad_token_id), processing_class=tokenizer,
                                 objective=objective, reference_model=reference)
@@ -352,7 +379,14 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
             guard.stop_reason = (f"step {trainer.state.global_step}: the update made {len(bad)} weight tensor"
                                  f"{'s' if len(bad) != 1 else ''} non-finite (first: {bad[0]})")
             raise TrainingStopped(_stopped_message(guard, checkpoints, cfg.train.save_strategy))
-    _save(trainer, tokenizer, partial / "model", cfg.lora.merge)
+    _save(trainer, tokenizer, partial / "model", cfg.lora.merge, cfg)
+    if trainer.accelerator.num_processes > 1:
+        # Everyone has finished training and the model is saved; the main process evaluates and writes the
+        # record, the others are done (they must not wait in a collective while it evaluates: it can take
+        # longer than the process group's timeout).
+        trainer.accelerator.wait_for_everyone()
+        if not main:
+            return RunResult(output_dir=out, model_dir=out / "model", log_history=trainer.state.log_history)
 
     if kind == "unlearn" and cfg.eval.enabled and trainer.is_world_process_zero():
         model_for_eval = None if sharded else trained

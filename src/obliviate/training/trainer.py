@@ -15,8 +15,14 @@ Reference log-probabilities of the fixed forget items (NPO, DPO) are computed on
 reference copy of the model is kept only when a term needs reference *logits* at every step (KL, LLMU). With
 LoRA no copy is made at all: the reference is the same model with its adapters disabled.
 
-Token means are normalised over the whole accumulated batch (all micro-batches of one optimizer step), so
-gradient accumulation 2×2 gives the same update as a batch of 4.
+Token means are normalised over the whole accumulated batch (all micro-batches of one optimizer step) and,
+with several processes (DDP, DeepSpeed, FSDP), over every process's share of it: gradient accumulation 2×2 gives
+the same update as a batch of 4, and N processes with per-device batch b the same as one process with N·b.
+
+Under several processes the reference is built per process like the model it stands for: a full frozen copy
+under DDP, sharded through the engine under ZeRO-3 and FSDP (in eval mode, as preference-training libraries
+such as TRL do). Cached reference log-probs are computed by each process for its share of the forget items and
+gathered, so every process holds all of them.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
 
 from obliviate.likelihood import sequence_logprobs
+from obliviate.training.distributed import prepare_reference
 from obliviate.objectives import (ObjectiveParams, SequenceOutputs, UnlearningInputs, compute_objective,
                                   get_regularizer, required_inputs)
 from obliviate.training.data import UnlearningDataset
@@ -99,10 +106,22 @@ class UnlearningTrainer(Trainer):
             self.add_callback(_EpochCallback(self.train_dataset))
         if objective.needs_reference and reference_model is None and not self._uses_lora():
             raise ValueError(f"objective {objective.forget}+{objective.regularizer} needs a reference model")
+        if self.is_deepspeed_enabled:
+            # Saving must give a full model folder: under ZeRO-3 that means gathering the 16-bit weights.
+            zero = self.accelerator.state.deepspeed_plugin.deepspeed_config.setdefault("zero_optimization", {})
+            zero["stage3_gather_16bit_weights_on_model_save"] = True
+        if self.is_fsdp_enabled:
+            self.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
         if self.reference_model is not None:
-            self.reference_model.to(self.args.device)
+            self.reference_model = prepare_reference(self.reference_model, self.accelerator,
+                                                     micro_batch=self.args.per_device_train_batch_size)
         if objective.ref_logp_parts:
-            self._cache_reference_logps()
+            if self._sharded() and self.reference_model is None:
+                # The reference is this model with its adapters off, which a sharded engine can only run once
+                # it has wrapped it: cache when training begins.
+                self.add_callback(_CacheReferenceOnTrainBegin(self))
+            else:
+                self._cache_reference_logps()
         if not objective.ref_logit_parts and self.reference_model is not None:
             # The cached log-probs are all NPO/DPO need: free the copy before training starts.
             self.reference_model = None
@@ -113,25 +132,44 @@ class UnlearningTrainer(Trainer):
         from obliviate.models import is_peft_model
         return is_peft_model(self.model)
 
+    def _sharded(self) -> bool:
+        """Whether the engine shards the weights (ZeRO-3, FSDP), so only the wrapped model can run them."""
+        if self.is_fsdp_enabled:
+            return True
+        plugin = self.accelerator.state.deepspeed_plugin if self.is_deepspeed_enabled else None
+        return plugin is not None and plugin.zero_stage == 3
+
     def _reference_context(self):
         """The reference model and a context in which calling it gives reference outputs."""
         if self.reference_model is not None:
             return self.reference_model, nullcontext()
         model = self.accelerator.unwrap_model(self.model)
-        return model, model.disable_adapter()
+        # FSDP gathers its shards only when called through its wrapper.
+        caller = self.model_wrapped if self.is_fsdp_enabled else model
+        return caller, model.disable_adapter()
 
     def _cache_reference_logps(self) -> None:
+        """Reference log-probs of the fixed forget items: each process scores its share, then all share all.
+
+        The shares are padded to equal length so every process runs as many forward passes (a sharded engine
+        gathers weights collectively in each one).
+        """
         dataset = self.train_dataset
         if not isinstance(dataset, UnlearningDataset):
             raise TypeError("reference log-probs can only be cached for an UnlearningDataset")
         ref, ctx = self._reference_context()
         pad_id = self._pad_token_id()
+        rank, processes = self.accelerator.process_index, self.accelerator.num_processes
+        share = -(-len(dataset) // processes)
+        mine = list(range(rank * share, min(len(dataset), (rank + 1) * share)))
+        padded = mine + [0] * (share - len(mine))
         with ctx:
             for part in sorted(self.objective.ref_logp_parts):
-                sums, _ = sequence_logprobs(ref, dataset.forget_side_examples(part), pad_token_id=pad_id,
+                examples = dataset.forget_side_examples(part)
+                sums, _ = sequence_logprobs(ref, [examples[i] for i in padded], pad_token_id=pad_id,
                                             batch_size=self.args.per_device_train_batch_size * 4,
                                             device=self.args.device)
-                dataset.ref_logps[part] = sums
+                dataset.ref_logps[part] = _gather_lists(sums[:len(mine)], processes)
         log.info("cached reference log-probs of %d forget items for %s", len(dataset),
                  ", ".join(sorted(self.objective.ref_logp_parts)))
 
@@ -143,14 +181,23 @@ class UnlearningTrainer(Trainer):
     # -- accumulation-wide token normalisation ----------------------------------------------------------------
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         batch_samples, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
-        # Each micro-batch loss is later divided by len(batch_samples) by the engine, so a token mean over the
-        # whole accumulated batch is: sum over this micro-batch / (tokens in all micro-batches / n micro-batches).
+        # Each micro-batch loss is later divided by len(batch_samples) by the engine, and the gradients are
+        # averaged over the N processes, so a token mean over the whole accumulated batch of all processes is:
+        # sum over this micro-batch / (tokens in all micro-batches of all processes / (n micro-batches · N)).
         self._token_normalizers = {}
         if batch_samples:
-            for part in batch_samples[0]:
-                total = sum(int((b[part]["labels"][:, 1:] != -100).sum()) for b in batch_samples)
-                self._token_normalizers[part] = max(total, 1) / len(batch_samples)
+            parts = list(batch_samples[0])
+            counts = [sum(int((b[p]["labels"][:, 1:] != -100).sum()) for b in batch_samples) for p in parts]
+            processes = self.accelerator.num_processes
+            totals = self._sum_over_processes(counts) if processes > 1 else counts
+            for part, total in zip(parts, totals):
+                self._token_normalizers[part] = max(total, 1) / (len(batch_samples) * processes)
         return batch_samples, num_items
+
+    def _sum_over_processes(self, counts: list[int]) -> list[int]:
+        """Element-wise sum of ``counts`` over all processes (an all-reduce; every process must call it)."""
+        tensor = torch.tensor(counts, dtype=torch.long, device=self.accelerator.device)
+        return [int(v) for v in self.accelerator.reduce(tensor, reduction="sum").tolist()]
 
     # -- the step -------------------------------------------------------------------------------------------
     def _forward_parts(self, model, inputs: dict[str, dict], parts: tuple[str, ...]) -> dict[str, torch.Tensor]:
@@ -222,10 +269,35 @@ class UnlearningTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
-            for name, values in self._term_values.items():
-                if values and name != "loss":
-                    logs[name] = sum(values) / len(values)
+            names = sorted(n for n, values in self._term_values.items() if values and n != "loss")
+            means = [sum(self._term_values[n]) / len(self._term_values[n]) for n in names]
+            if self.accelerator.num_processes > 1 and names:
+                # Each process's term carries its share of the global token normaliser (times N), so the mean
+                # over processes is the term of the whole batch, as the logged loss is. Every process logs.
+                tensor = torch.tensor(means, dtype=torch.float64, device=self.accelerator.device)
+                means = self.accelerator.reduce(tensor, reduction="mean").tolist()
+            logs.update(zip(names, means))
             self._term_values = {}
         if self.nonfinite_guard is not None:
             self.nonfinite_guard.adjust_logs(logs)
         super().log(logs, start_time)
+
+
+class _CacheReferenceOnTrainBegin(TrainerCallback):
+    """Caches the reference log-probs once a sharded engine has wrapped the model (LoRA under ZeRO-3/FSDP)."""
+
+    def __init__(self, trainer: UnlearningTrainer):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not self.trainer.train_dataset.ref_logps:
+            self.trainer._cache_reference_logps()
+        return control
+
+
+def _gather_lists(values: list, processes: int) -> list:
+    """The concatenation, in process order, of every process's ``values`` (all processes must call it)."""
+    if processes == 1:
+        return list(values)
+    from accelerate.utils import gather_object
+    return list(gather_object(list(values)))
