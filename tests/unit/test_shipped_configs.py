@@ -20,7 +20,10 @@ def _kind(path: Path) -> str:
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
-def test_config_loads_and_validates(path):
+def test_config_loads_and_validates(path, monkeypatch):
+    if path.parent.name == "accelerate":  # launcher configs for `accelerate launch`, not run configs
+        _check_launcher_config(path, monkeypatch)
+        return
     kind = _kind(path)
     if kind == "continual":
         from obliviate.scenarios.continual import ContinualConfig, load_continual_config
@@ -63,3 +66,45 @@ def test_files_match_their_generators():
     assert on_disk == set(expected)
     for rel, (module, cfg) in expected.items():
         assert (ROOT / "configs" / rel).read_text() == render_config(cfg), rel
+
+
+def _check_launcher_config(path: Path, monkeypatch) -> None:
+    """What `accelerate launch --config_file PATH` does before it starts processes: parse the file, validate the
+    launch, build the environment the processes get; then the engine plugins each process builds from it."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils import DeepSpeedPlugin, DistributedType, FullyShardedDataParallelPlugin
+    from accelerate.utils.launch import (prepare_deepspeed_cmd_env, prepare_multi_gpu_env,
+                                         prepare_simple_launcher_cmd_env)
+
+    from obliviate.training.distributed import deepspeed_reference_config
+
+    engine, gpus = path.stem.rsplit("_", 1)
+    n = int(gpus.removesuffix("gpu"))
+    args = launch_command_parser().parse_args(["--config_file", str(path), "-m", "obliviate.cli", "unlearn"])
+    args, defaults, _ = _validate_launch_command(args)
+    assert defaults.num_processes == n and defaults.mixed_precision == "bf16"
+    if args.use_deepspeed:
+        args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)
+        _, env = prepare_deepspeed_cmd_env(args)
+    elif args.use_fsdp or args.multi_gpu:
+        env = prepare_multi_gpu_env(args)
+    else:
+        _, env = prepare_simple_launcher_cmd_env(args)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    expected = {"ddp": DistributedType.MULTI_GPU if n > 1 else DistributedType.NO, "zero2": DistributedType.DEEPSPEED,
+                "zero3": DistributedType.DEEPSPEED, "fsdp": DistributedType.FSDP}[engine]
+    assert defaults.distributed_type == expected
+    if engine.startswith("zero"):
+        plugin = DeepSpeedPlugin()
+        stage = int(engine[-1])
+        zero = plugin.deepspeed_config["zero_optimization"]
+        assert plugin.zero_stage == stage and zero["stage"] == stage
+        # ZeRO-3 saves a gathered model; the KL reference is sharded like the model (stage 3), else a full copy.
+        assert zero["stage3_gather_16bit_weights_on_model_save"] == (stage == 3)
+        ref = deepspeed_reference_config(plugin.deepspeed_config, hidden_size=4096, micro_batch=4, processes=n)
+        assert ref["zero_optimization"]["stage"] == (3 if stage == 3 else 0)
+    if engine == "fsdp":
+        plugin = FullyShardedDataParallelPlugin()
+        assert plugin.fsdp_version == 2 and "FULL_STATE_DICT" in str(plugin.state_dict_type)
+        assert plugin.reshard_after_forward is True  # full sharding
