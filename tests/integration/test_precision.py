@@ -121,3 +121,20 @@ def test_float16_without_a_gpu_exits_2(override, message, tiny_model_dir, data, 
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
     assert not out.exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_deepspeed_config_problems_are_config_errors(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    stage = tmp_path / "stage.json"
+    stage.write_text('{"zero_optimization": {"stage": 4}}')
+    for value, message in ((str(tmp_path / "missing.json"), "train.deepspeed: cannot read"),
+                           (str(bad), "is not valid JSON"),
+                           (str(stage), "zero_optimization.stage must be 0, 1, 2 or 3, got 4")):
+        with pytest.raises(ConfigError, match=message):
+            config_from_dict("unlearn", {"data": {"forget": "f.json"}}, [f"train.deepspeed={value}"])
+    good = tmp_path / "zero3.json"
+    good.write_text('{"zero_optimization": {"stage": 3}}')
+    with pytest.raises(ConfigError, match="train.deepspeed and train.fsdp are alternatives"):
+        config_from_dict("unlearn", {"data": {"forget": "f.json"}}, [f"train.deepspeed={good}", "train.fsdp=full_shard"])
+    assert config_from_dict("unlearn", {"data": {"forget": "f.json"}}, [f"train.deepspeed={good}"])

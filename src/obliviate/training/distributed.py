@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from contextlib import contextmanager
 
 import torch
 
@@ -99,6 +100,28 @@ def _prepare_fsdp(model: torch.nn.Module, accelerator) -> torch.nn.Module:
     model.eval()
     log.info("reference model sharded by FSDP")
     return model
+
+
+@contextmanager
+def loading_in_one_process():
+    """Load models whole in this process alone, also while a ZeRO-3 run is set up.
+
+    Under ZeRO-3, transformers loads every model sharded over all processes (zero.Init), which needs every
+    process to take part; the main process loading the saved model alone (to merge LoRA adapters, to evaluate)
+    would wait for the others forever.
+    """
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    ref = getattr(hf_deepspeed, "_hf_deepspeed_config_weak_ref", None)
+    config = ref() if ref is not None else None
+    if config is None:
+        yield
+        return
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed.set_hf_deepspeed_config(config)
 
 
 def barrier(accelerator=None) -> None:

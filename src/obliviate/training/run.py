@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from transformers import TrainerCallback, TrainingArguments
+from transformers import TrainerCallback, TrainingArguments, set_seed
 
 from obliviate import __version__
 from obliviate.config import FinetuneConfig, RunConfig, UnlearnConfig, config_to_dict
@@ -46,6 +46,7 @@ from obliviate.outputs import RunFolder, is_main_process, read_json_object
 from obliviate.training.checkpoints import last_complete_checkpoint
 from obliviate.training.data import PartsCollator, UnlearningDataset
 from obliviate.training.guard import NonFiniteGuard, TrainingStopped, nonfinite_parameters
+from obliviate.training.distributed import loading_in_one_process
 from obliviate.training.trainer import TrainingObjective, UnlearningTrainer
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,14 @@ def _training_arguments(cfg: RunConfig, partial: Path, n_examples: int) -> Train
     # (per-device batch × accumulation × devices), e.g. 400 / (4 × 4 × 2) → 13 steps.
     per_step = t.batch_size * t.gradient_accumulation_steps * max(1, args.world_size)
     args.warmup_steps = int(round(t.warmup_epochs * math.ceil(n_examples / per_step)))
+    # Set up the processes now (the process group under torchrun / accelerate): DeepSpeed's sharded loading
+    # reads the world size when the model is loaded, before the trainer exists.
+    _ = args.device
+    if (t.deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true") \
+            and not torch.cuda.is_available():
+        # On a GPU the engine connects DeepSpeed to the process group; on the CPU (gloo) it is done here.
+        import deepspeed
+        deepspeed.init_distributed(dist_backend="gloo")
     return args
 
 
@@ -209,8 +218,9 @@ def _save(trainer: UnlearningTrainer, tokenizer, model_dir: Path, merge_lora: bo
         if trainer.is_world_process_zero():
             tokenizer.save_pretrained(str(target))
             if merge:
-                merged, merged_tokenizer = load_model(str(target), dtype=cfg.model.dtype, device="cpu",
-                                                      trust_remote_code=cfg.model.trust_remote_code)
+                with loading_in_one_process():
+                    merged, merged_tokenizer = load_model(str(target), dtype=cfg.model.dtype, device="cpu",
+                                                          trust_remote_code=cfg.model.trust_remote_code)
                 save_model(merged, merged_tokenizer, model_dir)
                 shutil.rmtree(target)
             else:
@@ -330,6 +340,9 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
     # The engine's arguments come first: under DeepSpeed ZeRO-3 they make from_pretrained load every model
     # already sharded over the processes (zero.Init) instead of whole on each.
     args = _training_arguments(cfg, partial, len(retain) if objective.forget is None else len(forget))
+    # Seed before building: LoRA adapters start from random matrices, which must be the same in every process
+    # and in every run of the same config.
+    set_seed(cfg.train.seed)
     model, tokenizer = _build_model(cfg)
     formatter = PromptFormatter(tokenizer, cfg.model.template, system_prompt=cfg.model.system_prompt,
                                 max_length=cfg.model.max_length)
@@ -390,8 +403,9 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
 
     if kind == "unlearn" and cfg.eval.enabled and trainer.is_world_process_zero():
         model_for_eval = None if sharded else trained
-        evaluate_run(cfg, partial / "results.json", summary, model=model_for_eval, tokenizer=tokenizer,
-                     model_dir=partial / "model", scorers=scorers, benchmark=benchmark)
+        with loading_in_one_process():  # a sharded run's model is evaluated from its saved folder
+            evaluate_run(cfg, partial / "results.json", summary, model=model_for_eval, tokenizer=tokenizer,
+                         model_dir=partial / "model", scorers=scorers, benchmark=benchmark)
 
     if trainer.is_world_process_zero():
         record = {"status": "complete", "kind": kind, **summary, "examples": len(dataset),
