@@ -45,8 +45,8 @@ from obliviate.objectives import ObjectiveParams, resolve_method
 from obliviate.outputs import RunFolder, is_main_process, read_json_object
 from obliviate.training.checkpoints import last_complete_checkpoint
 from obliviate.training.data import PartsCollator, UnlearningDataset
-from obliviate.training.guard import NonFiniteGuard, TrainingStopped, nonfinite_parameters
 from obliviate.training.distributed import loading_in_one_process
+from obliviate.training.guard import NonFiniteGuard, TrainingStopped, nonfinite_parameters
 from obliviate.training.trainer import TrainingObjective, UnlearningTrainer
 
 log = logging.getLogger(__name__)
