@@ -223,7 +223,6 @@ def _common_errors(cfg: RunConfig) -> list[str]:
     if d.limit is not None and d.limit < 1:
         errors.append(f"data.limit: must be >= 1 or null, got {d.limit}")
     errors += _precision_errors(m, t)
-    errors += _engine_errors(t)
     if lo.r < 1:
         errors.append(f"lora.r: must be >= 1, got {lo.r}")
     if not 0 <= lo.dropout < 1:
@@ -251,6 +250,8 @@ def _engine_errors(t: TrainConfig) -> list[str]:
     for option in t.fsdp.split():
         if option not in fsdp_options:
             errors.append(_choice("train.fsdp", option, fsdp_options))
+    if t.deepspeed and t.fsdp:
+        errors.append("train.deepspeed and train.fsdp are alternatives; give one")
     if t.deepspeed is not None:
         path = Path(t.deepspeed).expanduser()
         if not t.deepspeed.strip():
@@ -259,10 +260,18 @@ def _engine_errors(t: TrainConfig) -> list[str]:
             errors.append(f"train.deepspeed: {t.deepspeed}: file not found (a DeepSpeed JSON config)")
         else:
             try:
-                json.loads(path.read_text(encoding="utf-8"))
+                ds = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, ValueError) as exc:
                 line = f" at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
                 errors.append(f"train.deepspeed: {t.deepspeed}{line}: not a valid JSON file ({exc})")
+            else:
+                zero = ds.get("zero_optimization", {}) if isinstance(ds, dict) else None
+                if not isinstance(zero, dict):
+                    errors.append(f"train.deepspeed: {t.deepspeed}: expected a JSON object with a "
+                                  f"zero_optimization object")
+                elif zero.get("stage", 0) not in (0, 1, 2, 3):
+                    errors.append(f"train.deepspeed: {t.deepspeed}: zero_optimization.stage must be 0, 1, 2 or 3, "
+                                  f"got {zero.get('stage')!r}")
         if importlib.util.find_spec("deepspeed") is None:
             errors.append("train.deepspeed: the deepspeed package is not installed (pip install deepspeed)")
     return errors
@@ -296,31 +305,6 @@ def _precision_errors(m: ModelConfig, t: TrainConfig) -> list[str]:
     if t.optim in _engine_choices()[1] and needs_bitsandbytes(t.optim) and not _installed("bitsandbytes"):
         errors.append(f"train.optim: {t.optim} comes from bitsandbytes, which is not installed "
                       f"(pip install bitsandbytes; its 8-bit optimizers need a CUDA GPU)")
-    return errors
-
-
-def _engine_errors(t: TrainConfig) -> list[str]:
-    """A DeepSpeed config that cannot be read, or two sharding engines at once."""
-    import json
-
-    errors: list[str] = []
-    if t.deepspeed and t.fsdp:
-        errors.append("train.deepspeed and train.fsdp are alternatives; give one")
-    if t.deepspeed:
-        path = Path(t.deepspeed).expanduser()
-        try:
-            ds = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            errors.append(f"train.deepspeed: cannot read {path} ({exc.strerror or exc})")
-            return errors
-        except ValueError as exc:
-            errors.append(f"train.deepspeed: {path} is not valid JSON ({exc})")
-            return errors
-        stage = ds.get("zero_optimization", {}).get("stage", 0) if isinstance(ds, dict) else None
-        if not isinstance(ds, dict) or not isinstance(ds.get("zero_optimization", {}), dict):
-            errors.append(f"train.deepspeed: {path} must hold a JSON object with a zero_optimization object")
-        elif stage not in (0, 1, 2, 3):
-            errors.append(f"train.deepspeed: {path}: zero_optimization.stage must be 0, 1, 2 or 3, got {stage!r}")
     return errors
 
 

@@ -128,8 +128,8 @@ def test_deepspeed_config_problems_are_config_errors(tmp_path):
     bad.write_text("{not json")
     stage = tmp_path / "stage.json"
     stage.write_text('{"zero_optimization": {"stage": 4}}')
-    for value, message in ((str(tmp_path / "missing.json"), "train.deepspeed: cannot read"),
-                           (str(bad), "is not valid JSON"),
+    for value, message in ((str(tmp_path / "missing.json"), "file not found"),
+                           (str(bad), "not a valid JSON file"),
                            (str(stage), "zero_optimization.stage must be 0, 1, 2 or 3, got 4")):
         with pytest.raises(ConfigError, match=message):
             config_from_dict("unlearn", {"data": {"forget": "f.json"}}, [f"train.deepspeed={value}"])
