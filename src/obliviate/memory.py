@@ -374,8 +374,8 @@ def layer_activation_bytes(shape: ModelShape, setup: TrainingSetup) -> float:
 
     With LoRA the base weights are frozen, so a base linear layer keeps no input and an RMSNorm only its
     float32 input; each adapter keeps its input instead — a float32 copy per adapted layer when the base is
-    16-bit (PEFT casts to the adapters' float32), a 16-bit copy under autocast, the shared tensor itself when
-    the base is float32 — and its rank-r intermediate.
+    16-bit (PEFT casts to the adapters' float32), a 16-bit copy under autocast (whatever the base dtype), the
+    shared tensor itself when the base is float32 — and its rank-r intermediate.
     """
     H, q, I = shape.hidden_size, shape.num_heads * shape.head_dim, shape.intermediate_size
     small = 4 * (2 + shape.num_heads)         # two float32 rsqrt values and the attention's log-sum-exp per head
@@ -390,7 +390,7 @@ def layer_activation_bytes(shape: ModelShape, setup: TrainingSetup) -> float:
     targets = setup.lora_targets if isinstance(setup.lora_targets, str) else list(setup.lora_targets)
     adapted = shape.lora_inputs_per_layer(targets)
     r = setup.lora_rank
-    if autocast:
+    if setup.mixed_precision is not None:  # autocast runs the adapters in 16 bits too, whatever the base dtype
         per = 2 * 4 * H + 8 * q + 6 * I + sum(2 * n for _, n in adapted) + 2 * r * len(adapted)
     elif w == 4:
         shared = {_SHARED_INPUTS.get(name, name): n for name, n in adapted}

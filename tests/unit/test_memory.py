@@ -120,8 +120,10 @@ def _saved_bytes_per_layer(model, ids, attention_mask, autocast=None) -> list[in
 
 @pytest.mark.parametrize("dtype,autocast,lora", [
     (torch.float32, None, False), (torch.bfloat16, None, False), (torch.float32, torch.bfloat16, False),
-    (torch.float32, None, True), (torch.bfloat16, None, True), (torch.float32, torch.bfloat16, True)],
-    ids=["fp32", "bf16", "fp32-autocast", "fp32-lora", "bf16-lora", "fp32-autocast-lora"])
+    (torch.bfloat16, torch.bfloat16, False), (torch.float32, None, True), (torch.bfloat16, None, True),
+    (torch.float32, torch.bfloat16, True), (torch.bfloat16, torch.bfloat16, True)],
+    ids=["fp32", "bf16", "fp32-autocast", "bf16-autocast", "fp32-lora", "bf16-lora", "fp32-autocast-lora",
+         "bf16-autocast-lora"])
 def test_layer_activations_match_what_autograd_saves(dtype, autocast, lora):
     """Per token and layer, the formula is within 3 % of the bytes autograd keeps (the rest: the attention
     mask, B·T·T values per layer, which the estimate leaves out). With LoRA the first layer keeps less: its
