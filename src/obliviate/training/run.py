@@ -377,6 +377,10 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
         from obliviate.evaluation.suite import Scorers
         scorers = Scorers.load(eval_settings(cfg))  # the embedding and NLI models, once per run
         if cfg.eval.every_epoch:
+            if trainer._sharded():
+                raise ConfigError(["eval.every_epoch: under ZeRO-3 / FSDP no process holds the whole model "
+                                   "between epochs; evaluate the saved model instead (eval.enabled) or use "
+                                   "DDP / ZeRO-2 for per-epoch evaluation"])
             trainer.add_callback(_EpochEvaluation(cfg, tokenizer, partial / "eval", summary, scorers, benchmark,
                                                   guard))
     checkpoints = Path(args.output_dir)
