@@ -16,9 +16,10 @@ from obliviate.objectives import list_methods
 ROOT = Path(__file__).resolve().parents[1] / "configs"
 
 # Yuan et al. 2024, TOFU with Llama-2-7B-chat: lr 1e-5, 5 epochs, batch 4 per device × 4 accumulation steps
-# × 2 GPUs = 32 sequences per optimizer step, AdamW with weight decay 0.01, one epoch of linear warm-up.
+# × 2 GPUs = 32 sequences per optimizer step, AdamW with weight decay 0.01, one epoch of linear warm-up, bfloat16
+# mixed precision (under DeepSpeed: float32 master weights; docs/scaling.md).
 PAPER_TRAIN = {"learning_rate": 1e-5, "num_epochs": 5.0, "batch_size": 4, "gradient_accumulation_steps": 4,
-               "weight_decay": 0.01, "warmup_epochs": 1.0, "seed": 1001}
+               "weight_decay": 0.01, "warmup_epochs": 1.0, "seed": 1001, "bf16": True}
 PAPER_MODEL = {"name": "locuslab/tofu_ft_llama2-7b", "dtype": "bfloat16", "template": "llama2"}
 
 # The built-in 135M model on a CPU: a few short epochs over the synthetic benchmark written by `make demo`.

@@ -19,9 +19,9 @@ ROOT = Path(__file__).resolve().parents[1] / "configs"
 
 # Yuan et al. 2024, real-world scenario (docs/methods.md; the released config/real_world.yaml): Llama-3-8B-Instruct,
 # lr 5e-6, 5 epochs, batch 4 per device × 4 accumulation steps × 2 GPUs = 32 sequences per optimizer step,
-# AdamW with weight decay 0.01, one epoch of linear warm-up, seed 1001.
+# AdamW with weight decay 0.01, one epoch of linear warm-up, seed 1001, bfloat16 mixed precision.
 PAPER_TRAIN = {"learning_rate": 5e-6, "num_epochs": 5.0, "batch_size": 4, "gradient_accumulation_steps": 4,
-               "weight_decay": 0.01, "warmup_epochs": 1.0, "seed": 1001}
+               "weight_decay": 0.01, "warmup_epochs": 1.0, "seed": 1001, "bf16": True}
 PAPER_MODEL = {"name": "meta-llama/Meta-Llama-3-8B-Instruct", "dtype": "bfloat16", "template": "llama3"}
 PAPER_DATA = {"forget": "data/real_world/forget.json", "retain": "data/real_world/neighbor.json"}
 
