@@ -44,12 +44,14 @@ with a padding mask; ``tests/unit/test_memory.py`` checks these counts against w
 With gradient checkpointing (every decoder layer) only each layer's input is kept, H per token per layer,
 and one layer's activations are rebuilt at a time during backward.
 
-Loss buffers, ``loss_chunk = 0`` (the logits of every token materialised, as the trainer does today): the
-logits (in the compute dtype, plus a float32 copy if that is 16-bit), the float32 rows of the labelled tokens
-that the log-softmax keeps, and in backward their gradient and the gradient of the full logits — four
-float32 tokens×V buffers for float32 logits. A KL reference adds its float32 logits and two log-softmax
-buffers per KL token. With ``loss_chunk = c > 0`` (logits built c tokens at a time and rebuilt in backward)
-the buffers are those of c tokens.
+Loss buffers, ``loss_chunk = 0`` (the logits of every token materialised: ``train.loss_chunk_size=0``, and
+always under DeepSpeed and FSDP): the logits (in the compute dtype, plus a float32 copy if that is 16-bit),
+the float32 rows of the labelled tokens that the log-softmax keeps, and in backward their gradient and the
+gradient of the full logits — four float32 tokens×V buffers for float32 logits. A KL reference adds its float32
+logits and two log-softmax buffers per KL token. With ``loss_chunk = c > 0`` (the output layer applied c
+labelled tokens at a time and recomputed in backward): the labelled positions' final hidden states and their
+gradient, the gradient of the final norm's output, and two float32 c×V buffers (three with a KL reference,
+whose labelled hidden states are kept too).
 
 Not counted: the CUDA context and allocator fragmentation (on a GPU add about 0.5–1 GiB; the CPU check in
 bench/memory_check.py measures its process's baseline and adds it), the data, and temporaries smaller than
@@ -508,9 +510,13 @@ def estimate_memory(shape: ModelShape, setup: TrainingSetup) -> MemoryEstimate:
         loss += s.batch_size * s.kl_parts * s.seq_len * V * (logit_b + upcast) + kl_tokens * V * 4 * 4
         note = "logits materialised for every token"
     else:
+        # The final hidden states of the labelled positions (kept for backward, and their gradient), the
+        # gradient of the whole final-norm output, and per chunk its float32 logits and one more float32 buffer
+        # of the same size; a KL reference adds its hidden states and one float32 chunk of its logits.
         c = min(s.loss_chunk, tokens)
-        loss = c * V * (logit_b + 4 * 3) + labelled * 8
-        loss += (min(c, kl_tokens) * V * 4 * 3) if kl_tokens else 0
+        H = shape.hidden_size
+        loss = 2 * labelled * H * act_b + tokens * H * act_b + 2 * c * V * 4
+        loss += (kl_tokens * H * act_b + c * V * 4) if kl_tokens else 0
         note = f"logits built {c} tokens at a time"
     loss_b = add("loss buffers", loss, note)
 
@@ -588,7 +594,9 @@ def setup_from_config(cfg, *, devices: int = 1, zero: int | None = None, lora: b
         optim=t.optim, lora_rank=cfg.lora.r if use_lora else None,
         lora_targets=targets if isinstance(targets, str) else tuple(targets), lora_dropout=cfg.lora.dropout,
         gradient_checkpointing=t.gradient_checkpointing, gradient_accumulation_steps=t.gradient_accumulation_steps,
-        devices=devices, zero=zero, loss_chunk=int(getattr(t, "loss_chunk_size", 0) or 0), device=device)
+        devices=devices, zero=zero, device=device,
+        # Sharded engines gather weights inside their own forward only, so the loss reads materialised logits.
+        loss_chunk=0 if (zero or t.fsdp or t.deepspeed) else int(getattr(t, "loss_chunk_size", 0) or 0))
 
 
 def format_estimate(est: MemoryEstimate, shape: ModelShape, setup: TrainingSetup, *,

@@ -195,3 +195,15 @@ def test_dry_run_for_an_unreachable_hub_model_says_what_to_do(capsys, monkeypatc
     config.write_text("{not json")
     assert main(["unlearn", "data.forget=f.json", "--dry-run", "--model-config", str(config)]) == 0
     assert "cannot read it as JSON" in capsys.readouterr().err
+
+
+def test_chunked_loss_buffers_by_hand(llama3):
+    """Llama-3-8B, bf16 weights, 4 × 2 parts × 512 tokens (4096, half of them labelled), chunk 512, no KL:
+    labelled hidden states and their gradient 2 · 2048 · 4096 · 2 B = 33,554,432; the final norm's output
+    gradient 4096 · 4096 · 2 = 33,554,432; two float32 chunks 2 · 512 · 128,256 · 4 = 525,336,576 → 592,445,440,
+    against 4096 · 128,256 · (2 + 4) + 2048 · 128,256 · 8 + 4096 · 128,256 · 4 = 7,354,712,064 materialised."""
+    base = dict(batch_size=4, seq_len=512, parts=2, labelled_fraction=0.5, weight_dtype="bfloat16")
+    chunked = estimate_memory(llama3, TrainingSetup(**base, loss_chunk=512))
+    full = estimate_memory(llama3, TrainingSetup(**base))
+    assert chunked.get("loss buffers") == 592_445_440
+    assert full.get("loss buffers") == 7_354_712_064

@@ -37,10 +37,10 @@ import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
 
 from obliviate.likelihood import sequence_logprobs
-from obliviate.training.distributed import prepare_reference
 from obliviate.objectives import (ObjectiveParams, SequenceOutputs, UnlearningInputs, compute_objective,
                                   get_regularizer, required_inputs)
 from obliviate.training.data import UnlearningDataset
+from obliviate.training.distributed import prepare_reference
 
 log = logging.getLogger(__name__)
 
