@@ -216,7 +216,8 @@ def train_run(name: str, config: dict, method: str, lora: bool, data, tokenizer,
                           weight_dtype={torch.bfloat16: "bfloat16", torch.float32: "float32"}[a.dtype],
                           mixed_precision="bf16" if cuda else None, optim=args.optim.value if hasattr(args.optim, "value")
                           else str(args.optim), lora_rank=a.lora_rank if lora else None,
-                          gradient_checkpointing=gc_on, device=a.device)
+                          gradient_checkpointing=gc_on, device=a.device,
+                          loss_chunk=int(getattr(trainer, "loss_chunk_size", 0) or 0))
     estimate = estimate_memory(shape_from_config(config), setup).peak
     result = {
         "model": name, "method": method, "tuning": "lora" if lora else "full", "parameters": n_params,
