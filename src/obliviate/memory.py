@@ -485,13 +485,13 @@ def estimate_memory(shape: ModelShape, setup: TrainingSetup) -> MemoryEstimate:
 
     # Activations.
     tokens = s.batch_size * s.parts * s.seq_len
-    act_b = _residual_bytes(s) if not s.mixed_precision else 4
+    act_b = _residual_bytes(s)  # the residual stream keeps the weights' dtype, autocast or not
     per_layer = layer_activation_bytes(shape, s)
     H = shape.hidden_size
     if lora:  # frozen: the final norm keeps only its float32 input, the frozen head nothing
         final_norm = 4 * H
     else:
-        final_norm = {4: 12 * H, 2: 8 * H}[act_b] if not s.mixed_precision else 10 * H
+        final_norm = 10 * H if (w == 4 and s.mixed_precision) else {4: 12 * H, 2: 8 * H}[act_b]
     full = tokens * (shape.num_layers * per_layer + final_norm)
     ckpt = tokens * (shape.num_layers * H * act_b + per_layer + final_norm)
     act = add("activations", ckpt if s.gradient_checkpointing else full,
