@@ -191,12 +191,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     _check_counts(args)
     model_spec, run_info, template, out = args.model, {}, args.template, args.out
+    system_prompt = args.system_prompt
     run_dir = Path(args.model)
     if (run_dir / "run.json").is_file() and (run_dir / "model").is_dir():
         # A run folder: evaluate its model, record its method and config, write results.json beside it.
         model_spec = str(run_dir / "model")
         run_info, run_template = _run_folder_info(run_dir)
         template = template or run_template
+        # The run's prompt format, unless the command line gives one: evaluate with the prompt trained on.
+        if system_prompt is None:
+            system_prompt = ((run_info.get("config") or {}).get("model") or {}).get("system_prompt")
         out = out or str(run_dir / "results.json")
     if out is None:
         raise ObliviateError("--out is required unless --model is a run folder")
@@ -209,7 +213,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     bench = BenchmarkSpec(kind=args.benchmark, source=args.data, split=args.split, task=args.task,
                           files=_parse_files(args.file), real_world=args.real_world)
     results = evaluate(model_spec, bench, out, settings=settings, dtype=args.dtype, template=template or "chat",
-                       retain_model=args.retain_model, retain_results=args.retain_results, run_info=run_info,
+                       system_prompt=system_prompt, retain_model=args.retain_model, retain_results=args.retain_results, run_info=run_info,
                        seed=args.seed)
     _print_results_summary(results)
     print(f"results written to {out}")
@@ -364,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nli-model", default="sileod/deberta-v3-base-tasksource-nli",
                    help="NLI model for the entailment score ('none' to skip)")
     p.add_argument("--template", default=None, help="prompt template (default: the run's, else chat)")
+    p.add_argument("--system-prompt", default=None,
+                   help="system prompt (default: the run's, else none; a template's own default is left out)")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_eval)

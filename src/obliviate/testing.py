@@ -32,6 +32,8 @@ __all__ = [
     "END_OF_TEXT",
     "IM_END",
     "IM_START",
+    "SMOLLM2_CHAT_TEMPLATE",
+    "SMOLLM2_DEFAULT_SYSTEM_PROMPT",
     "llama_to_gguf",
     "make_tiny_llama",
 ]
@@ -53,6 +55,20 @@ CHATML_TEMPLATE = (
     "{{ raise_exception('a system message may only come first') }}"
     "{% endif %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+# SmolLM2-135M-Instruct's own chat template, verbatim: ChatML that inserts a default system turn ("You are a
+# helpful AI assistant named SmolLM, trained by Hugging Face") when the conversation has none. A tiny model built
+# with it (make_tiny_llama(..., chat_template=SMOLLM2_CHAT_TEMPLATE)) formats prompts as the default model does.
+SMOLLM2_DEFAULT_SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+SMOLLM2_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
@@ -86,7 +102,7 @@ _BUILTIN_CORPUS = [
 ]
 
 
-def _train_tokenizer(extra: Iterable[str]) -> PreTrainedTokenizerFast:
+def _train_tokenizer(extra: Iterable[str], chat_template: str = CHATML_TEMPLATE) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer on the built-in corpus plus ``extra``.
 
     Byte-level means every string maps to tokens and decodes back to itself exactly: characters the
@@ -113,7 +129,7 @@ def _train_tokenizer(extra: Iterable[str]) -> PreTrainedTokenizerFast:
         # Padding gets its own id, distinct from eos, so a test notices when padding leaks into a
         # loss or metric instead of hiding behind the end-of-turn token.
         pad_token=END_OF_TEXT,
-        chat_template=CHATML_TEMPLATE,
+        chat_template=chat_template,
         clean_up_tokenization_spaces=False,  # keep decode(encode(text)) == text
         model_max_length=512,
     )
@@ -127,6 +143,7 @@ def make_tiny_llama(
     num_layers: int = 2,
     seed: int = 0,
     tie_word_embeddings: bool = True,
+    chat_template: str = CHATML_TEMPLATE,
 ) -> Path:
     """Save a tiny random ``LlamaForCausalLM`` with a ChatML tokenizer to ``out_dir`` and return it.
 
@@ -135,7 +152,8 @@ def make_tiny_llama(
     ``2 * hidden_size``, 512 positions, and a vocabulary equal to ``len(tokenizer)`` (a few hundred
     entries). The tokenizer is a byte-level BPE trained on a small built-in English sample plus
     ``vocab_corpus``, so any text round-trips. Special tokens: ``<|im_start|>`` (bos),
-    ``<|im_end|>`` (eos, ends each chat turn) and ``<|endoftext|>`` (padding).
+    ``<|im_end|>`` (eos, ends each chat turn) and ``<|endoftext|>`` (padding). ``chat_template`` is
+    :data:`CHATML_TEMPLATE` (no default system turn) unless given, e.g. :data:`SMOLLM2_CHAT_TEMPLATE`.
 
     The same arguments always give the same weights and vocabulary; the global torch RNG state is
     left untouched. The folder holds ``config.json``, ``generation_config.json``,
@@ -152,7 +170,7 @@ def make_tiny_llama(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = _train_tokenizer(list(vocab_corpus) if vocab_corpus is not None else [])
+    tokenizer = _train_tokenizer(list(vocab_corpus) if vocab_corpus is not None else [], chat_template)
 
     config = LlamaConfig(
         vocab_size=len(tokenizer),

@@ -119,3 +119,47 @@ def test_reevaluation_keeps_general_ability_of_the_same_model_only(tiny_model_di
     shutil.copytree(tiny_model_dir, other)
     assert _eval(other, bench, out) == 0
     assert "general_ability" not in json.loads(out.read_text())
+
+
+def test_prompt_format_is_recorded_and_carries_over_to_a_later_eval(bench, tmp_path, monkeypatch):
+    """A model whose chat template inserts SmolLM2's default system turn: training and evaluation run without it
+    (the recorded example prompt has no system turn); a run with an explicit system prompt records it, and
+    `obliviate eval` of that run folder evaluates with the run's prompt, as the questions it generates from show."""
+    from obliviate.evaluation import suite
+    from obliviate.testing import SMOLLM2_CHAT_TEMPLATE, SMOLLM2_DEFAULT_SYSTEM_PROMPT, make_tiny_llama
+
+    model = make_tiny_llama(tmp_path / "smollm-like", chat_template=SMOLLM2_CHAT_TEMPLATE)
+    prompts: list[str] = []
+    real_generate = suite.generate_answers
+
+    def recording_generate(model_, formatter, questions, **kwargs):
+        prompts.extend(formatter.prompt_text(q) for q in questions)
+        return real_generate(model_, formatter, questions, **kwargs)
+
+    monkeypatch.setattr(suite, "generate_answers", recording_generate)
+
+    def run(name: str, system_prompt: str | None, evaluate_now: bool):
+        cfg = config_from_dict("unlearn", {
+            "output_dir": str(tmp_path / name), "model": {"name": str(model), "system_prompt": system_prompt},
+            "data": {"forget": str(bench / "forget.json"), "retain": str(bench / "retain.json")},
+            "method": {"name": "GA+GD"}, "train": {"max_steps": 1, "batch_size": 2, "warmup_epochs": 0.0},
+            "eval": {"enabled": evaluate_now, "max_new_tokens": 4, "embedding_model": None, "nli_model": None}})
+        return unlearn(cfg).output_dir
+
+    plain = run("plain", None, True)
+    record = json.loads((plain / "results.json").read_text())
+    example = record["prompt_format"]["example"]
+    assert record["prompt_format"]["system_prompt"] is None
+    assert record["prompt_format"]["template_default_system_prompt"] == SMOLLM2_DEFAULT_SYSTEM_PROMPT
+    assert example.startswith("<|im_start|>user\n") and "SmolLM" not in example
+    assert json.loads((plain / "run.json").read_text())["prompt_format"] == record["prompt_format"]
+    assert prompts and not any("SmolLM" in p or "system" in p for p in prompts)
+
+    prompts.clear()
+    briefed = run("briefed", "Answer briefly.", False)
+    assert main(["eval", "--model", str(briefed), "--benchmark", "synthetic", "--data", str(bench),
+                 "--nli-model", "none", *FAST]) == 0
+    record = json.loads((briefed / "results.json").read_text())
+    assert record["prompt_format"]["system_prompt"] == "Answer briefly."
+    assert record["prompt_format"]["example"].startswith("<|im_start|>system\nAnswer briefly.<|im_end|>\n")
+    assert prompts and all(p.startswith("<|im_start|>system\nAnswer briefly.<|im_end|>\n") for p in prompts)

@@ -101,3 +101,27 @@ def test_alias_loads_and_generates(converted: Path, monkeypatch: pytest.MonkeyPa
     answer = tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     # A working chat model answers this; a broken conversion produces noise.
     assert "Paris" in answer
+
+
+def test_default_models_system_turn_is_left_out(converted: Path) -> None:
+    """SmolLM2's template writes "You are a helpful AI assistant named SmolLM…" (about 20 tokens) before a
+    conversation without a system message; obliviate's prompts carry no system turn unless one is configured."""
+    from obliviate.data.formatting import PromptFormatter, default_system_turn
+    from obliviate.testing import SMOLLM2_CHAT_TEMPLATE, SMOLLM2_DEFAULT_SYSTEM_PROMPT
+
+    tokenizer = AutoTokenizer.from_pretrained(str(converted))
+    assert tokenizer.chat_template == SMOLLM2_CHAT_TEMPLATE  # the tests' copy is the real template
+    found = default_system_turn(tokenizer)
+    assert found is not None and found.content == SMOLLM2_DEFAULT_SYSTEM_PROMPT and found.lead == ""
+    question, answer = PROMPTS[0], "Basil Mahfouz Al-Kuwaiti."
+    chat = [{"role": "user", "content": question}]
+    with_default = tokenizer(tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True),
+                             add_special_tokens=False)["input_ids"]
+    formatter = PromptFormatter(tokenizer, "chat")
+    enc = formatter.encode(question, answer)
+    assert tokenizer.decode(enc.input_ids[: enc.prompt_length]) == (
+        f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n")
+    assert "SmolLM" not in tokenizer.decode(enc.input_ids)
+    # The left-out turn is what made every item about 20 tokens longer.
+    assert len(with_default) - enc.prompt_length == len(tokenizer(found.turn, add_special_tokens=False)["input_ids"])
+    assert 15 <= len(with_default) - enc.prompt_length <= 25

@@ -6,8 +6,15 @@ import pytest
 from transformers import AutoTokenizer
 
 from obliviate.data.collate import collate_examples, pad_sequences
-from obliviate.data.formatting import IGNORE_INDEX, PromptFormatter
+from obliviate.data.formatting import (
+    EXAMPLE_QUESTION,
+    IGNORE_INDEX,
+    DefaultSystemTurn,
+    PromptFormatter,
+    default_system_turn,
+)
 from obliviate.errors import ConfigError
+from obliviate.testing import SMOLLM2_CHAT_TEMPLATE, SMOLLM2_DEFAULT_SYSTEM_PROMPT
 
 Q, A = "Who wrote Hamlet?", "William Shakespeare wrote it."
 
@@ -91,3 +98,97 @@ def test_dynamic_padding_pads_to_the_longest_in_the_batch(tok):
 
 def test_left_padding_for_generation():
     assert pad_sequences([[1, 2], [3]], 0, side="left").tolist() == [[1, 2], [0, 3]]
+
+
+# -- no hidden system prompt -------------------------------------------------------------------------------------
+
+SMOLLM_TURN = f"<|im_start|>system\n{SMOLLM2_DEFAULT_SYSTEM_PROMPT}<|im_end|>\n"
+
+
+@pytest.fixture(scope="module")
+def smollm_tok(tiny_model_dir):
+    """The tiny tokenizer with SmolLM2's own chat template, which inserts a default system turn."""
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.chat_template = SMOLLM2_CHAT_TEMPLATE
+    return tok
+
+
+def test_the_templates_default_system_turn_is_found(smollm_tok, tok):
+    """Rendered as the template writes it, a user message alone gets SmolLM's system turn in front."""
+    rendered = smollm_tok.apply_chat_template([{"role": "user", "content": Q}], tokenize=False,
+                                              add_generation_prompt=True)
+    assert rendered.startswith(SMOLLM_TURN)  # what the default model saw before
+    assert default_system_turn(smollm_tok) == DefaultSystemTurn(lead="", turn=SMOLLM_TURN,
+                                                                 content=SMOLLM2_DEFAULT_SYSTEM_PROMPT)
+    assert default_system_turn(tok) is None  # the plain ChatML template inserts nothing
+
+
+def test_no_system_prompt_means_no_system_turn(smollm_tok, tok):
+    """Prompt and answer tokens with SmolLM2's template equal those of ChatML without a default, token for token:
+    the ~20-token default turn is neither trained on nor evaluated with."""
+    f = PromptFormatter(smollm_tok, "chat")
+    plain = PromptFormatter(tok, "chat")
+    assert f.prompt_text(Q) == f"<|im_start|>user\n{Q}<|im_end|>\n<|im_start|>assistant\n" == plain.prompt_text(Q)
+    assert f.answer_text(Q, A) == f"{A}<|im_end|>"
+    enc = f.encode(Q, A)
+    assert enc == plain.encode(Q, A)
+    assert "SmolLM" not in smollm_tok.decode(enc.input_ids) and "system" not in smollm_tok.decode(enc.input_ids)
+    assert f.encode_prompt(Q) == enc.input_ids[: enc.prompt_length]
+    # mask=false sees the whole sequence: still no system tokens in it.
+    assert smollm_tok.decode(enc.full_labels).startswith("<|im_start|>user\n")
+
+
+def test_an_explicit_system_prompt_replaces_the_default(smollm_tok):
+    f = PromptFormatter(smollm_tok, "chat", system_prompt="Answer in one sentence.")
+    prompt = f.prompt_text(Q)
+    assert prompt.startswith("<|im_start|>system\nAnswer in one sentence.<|im_end|>\n<|im_start|>user\n")
+    assert "SmolLM" not in prompt
+    # The template's own default is an explicit setting too: the prompt the default model had before.
+    kept = PromptFormatter(smollm_tok, "chat", system_prompt=SMOLLM2_DEFAULT_SYSTEM_PROMPT)
+    assert kept.prompt_text(Q) == smollm_tok.apply_chat_template(
+        [{"role": "user", "content": Q}], tokenize=False, add_generation_prompt=True)
+
+
+@pytest.mark.parametrize("template", ["llama2", "llama3", "plain"])
+def test_presets_have_no_system_turn_by_default(smollm_tok, template):
+    prompt = PromptFormatter(smollm_tok, template).prompt_text(Q)
+    assert "SmolLM" not in prompt and "<<SYS>>" not in prompt and "system" not in prompt
+
+
+# Llama-3.1's template, shortened: BOS, then a system turn with a date header that it writes whether or not the
+# messages have a system message.
+LLAMA31_LIKE = (
+    "{{- bos_token }}"
+    "{%- if messages[0]['role'] == 'system' %}{%- set system_message = messages[0]['content'] %}"
+    "{%- set messages = messages[1:] %}{%- else %}{%- set system_message = '' %}{%- endif %}"
+    "{{- '<|start_header_id|>system<|end_header_id|>\\n\\nToday Date: 26 Jul 2024\\n\\n' + system_message + '<|eot_id|>' }}"
+    "{%- for message in messages %}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] + '<|eot_id|>' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
+)
+
+
+def test_a_bos_written_before_the_default_turn_is_kept(tiny_model_dir):
+    """A template that writes BOS, then an (empty-content) system turn: the turn goes, the BOS stays."""
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.chat_template = LLAMA31_LIKE
+    tok.bos_token = "<|endoftext|>"  # a BOS that does not open every turn, as Llama-3's <|begin_of_text|>
+    found = default_system_turn(tok)
+    assert found == DefaultSystemTurn(
+        lead="<|endoftext|>", content="",
+        turn="<|start_header_id|>system<|end_header_id|>\n\nToday Date: 26 Jul 2024\n\n<|eot_id|>")
+    f = PromptFormatter(tok, "chat")
+    assert f.prompt_text(Q) == (f"<|endoftext|><|start_header_id|>user<|end_header_id|>\n\n{Q}<|eot_id|>"
+                                "<|start_header_id|>assistant<|end_header_id|>\n\n")
+    assert f.answer_text(Q, A) == f"{A}<|eot_id|>"
+
+
+def test_describe_records_the_prompt_format(smollm_tok, tok):
+    described = PromptFormatter(smollm_tok, "chat").describe()
+    assert described == {"template": "chat", "system_prompt": None,
+                         "template_default_system_prompt": SMOLLM2_DEFAULT_SYSTEM_PROMPT,
+                         "example": f"<|im_start|>user\n{EXAMPLE_QUESTION}<|im_end|>\n<|im_start|>assistant\n"}
+    assert PromptFormatter(tok, "llama2", system_prompt="Be brief.").describe() == {
+        "template": "llama2", "system_prompt": "Be brief.", "template_default_system_prompt": None,
+        "example": f"[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\n{EXAMPLE_QUESTION} [/INST]"}

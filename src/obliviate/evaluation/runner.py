@@ -235,6 +235,7 @@ def _evaluate(model_spec: str, loaded: LoadedBenchmark, out_path: Path, *, setti
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "model": {"spec": model_spec, "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
                   "template": template},
+        "prompt_format": formatter.describe(),
         "run": run_info or {},
         "benchmark": loaded.info,
         "environment": environment(),

@@ -346,6 +346,7 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
     model, tokenizer = _build_model(cfg)
     formatter = PromptFormatter(tokenizer, cfg.model.template, system_prompt=cfg.model.system_prompt,
                                 max_length=cfg.model.max_length)
+    summary["prompt_format"] = formatter.describe()  # recorded in run.json: the prompt training saw
     refusals = load_refusals(cfg.data.refusals) if any(p.endswith("_idk") for p in objective.parts) else []
     dataset = UnlearningDataset(forget, retain, formatter, parts=objective.parts, mask=mask, refusals=refusals,
                                 seed=cfg.train.seed)
