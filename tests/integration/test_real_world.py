@@ -118,3 +118,41 @@ def test_unlearning_from_the_cpu_config_evaluates_forget_and_neighbour_sets(tiny
     assert set(aggregates["model_utility"]["missing"]) == {"neighbor.cosine_similarity", "neighbor.entailment"}
     assert 0.0 <= aggregates["forget_efficacy"]["value"] <= 1.0
     assert aggregates["forget_quality"]["available"] is False
+
+
+def test_the_paper_config_runs_on_a_folder_in_the_published_layout(tiny_model_dir, folder, tmp_path, capsys):
+    """`obliviate unlearn -c configs/real_world/me_gd.yaml data.forget=… data.retain=…` on a folder in the paper's
+    layout, made CPU-sized by overrides, then `obliviate report`: training reads forget.json and neighbor.json,
+    evaluation the forget rows and the held-out neighbours (none of the people trained on), with golden answers."""
+    from obliviate.cli import main
+
+    run = tmp_path / "me_gd"
+    assert main(["unlearn", "-c", str(ROOT / "configs" / "real_world" / "me_gd.yaml"),
+                 f"data.forget={folder / 'forget.json'}", f"data.retain={folder / 'neighbor.json'}",
+                 f"model.name={tiny_model_dir}", "model.template=chat", "model.dtype=float32", f"output_dir={run}",
+                 "train.max_steps=2", "train.gradient_accumulation_steps=1", "train.warmup_epochs=0",
+                 "eval.max_new_tokens=4", "eval.embedding_model=null", "eval.nli_model=null"]) == 0
+    s = load_real_world(folder)
+    training = json.loads((run / "run.json").read_text())
+    assert training["status"] == "complete" and training["optimizer_steps"] == 2
+    assert (training["forget_items"], training["retain_items"]) == (12, 24)
+    assert training["method"]["name"] == "ME+GD" and training["method"]["forget_coeff"] == 0.5
+    record = json.loads((run / "results.json").read_text())
+    bench = record["benchmark"]
+    assert bench["neighbor_layout"] == "held_out"
+    assert bench["neighbor_people"] == s.neighbor_people and bench["neighbor_eval_people"] == s.neighbor_eval_people
+    assert not set(bench["neighbor_people"]) & set(bench["neighbor_eval_people"])
+    neighbor_items = record["sets"]["neighbor"]["items"]
+    assert [it["question"] for it in neighbor_items] == [r.question for r in s.neighbor_eval]
+    assert [it["reference"] for it in neighbor_items] == [r.golden_answer for r in s.neighbor_eval]
+    assert [it["reference"] for it in record["sets"]["forget"]["items"]] == [r.golden_answer for r in s.forget_eval]
+    mu = record["aggregates"]["model_utility"]
+    assert mu["available"] and mu["partial"] and set(mu["missing"]) == {"neighbor.cosine_similarity",
+                                                                         "neighbor.entailment"}
+    assert record["aggregates"]["forget_quality"]["available"] is False
+
+    report = tmp_path / "report.html"
+    assert main(["report", str(run), "--out", str(report)]) == 0
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| ME+GD |" in markdown and "neighbor ROUGE-L ↑" in markdown and "forget ROUGE-L ↓" in markdown
+    assert "ME+GD" in report.read_text() and "report written to" in capsys.readouterr().out

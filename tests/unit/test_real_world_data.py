@@ -21,6 +21,9 @@ from obliviate.config import load_config, render_config
 from obliviate.errors import DataError, ObliviateError
 
 ROOT = Path(__file__).resolve().parents[2]
+# neighbor_perturbed.json in the repeated layout: the shipped neighbor.json rows, same order, with paraphrases and
+# wrong answers (the example's neighbour file before it held held-out people).
+REPEATED_NEIGHBORS = ROOT / "tests" / "fixtures" / "real_world" / "neighbor_perturbed_repeated.json"
 
 
 def _rows(path: Path) -> list[dict]:
@@ -33,15 +36,27 @@ def _write(path: Path, rows: list[dict]) -> None:
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    """A writable copy of the shipped example."""
-    return write_example(tmp_path / "rw")
+    """A writable real-world folder in the repeated layout: the shipped example, with neighbor_perturbed.json
+    repeating neighbor.json row for row (the neighbour set is then both retain and evaluation set)."""
+    out = write_example(tmp_path / "rw")
+    (out / "neighbor_perturbed.json").write_text(REPEATED_NEIGHBORS.read_text(encoding="utf-8"), encoding="utf-8")
+    return out
+
+
+@pytest.fixture
+def published(tmp_path: Path) -> Path:
+    """A writable copy of the shipped example, which is in the paper's published layout: forget.json with string
+    task ids, forget_perturbed.json repeating it (integer task ids, plus paraphrased_question), neighbor.json
+    without task ids or wrong answers, and neighbor_perturbed.json holding other people (held-out neighbours)."""
+    return write_example(tmp_path / "published")
 
 
 # -- the shipped example ---------------------------------------------------------------------------------------
 
 
 def test_shipped_example_loads_with_the_documented_shape():
-    """3 forgotten people × 4 facts and 6 neighbours × 4 facts; one task per forgotten person, numbered 1..3."""
+    """3 forgotten people × 4 facts, 6 neighbours × 4 facts to train on and 6 held-out neighbours × 4 facts to
+    evaluate on, nobody in two groups; one task per forgotten person, numbered 1..3."""
     s = load_real_world()
     assert is_real_world_folder(example_folder())
     assert (len(s.forget), len(s.forget_eval), len(s.neighbor), len(s.neighbor_eval)) == (12, 12, 24, 24)
@@ -52,23 +67,116 @@ def test_shipped_example_loads_with_the_documented_shape():
         assert len(rows) == 4, person
     tasks = {r.name: {x.task_id for x in s.forget if x.name == r.name} for r in s.forget}
     assert sorted(t for ids in tasks.values() for t in ids) == [1, 2, 3]
+    # The held-out neighbours: six other people, four facts each.
+    assert s.neighbor_layout == "held_out" and len(s.neighbor_eval_people) == 6
+    groups = [{p.casefold() for p in people} for people in (s.forget_people, s.neighbor_people, s.neighbor_eval_people)]
+    assert not (groups[0] & groups[2]) and not (groups[1] & groups[2])
+    for person in s.neighbor_eval_people:
+        assert len([r for r in s.neighbor_eval if r.name == person]) == 4, person
+
+
+def _check_evaluation_rows(rows) -> None:
+    """Every evaluation row has a paraphrase and 3+ distinct wrong answers, none equal to the true ones;
+    evaluation compares with the short golden answer."""
+    for p in rows:
+        assert p.paraphrased_answer and p.paraphrased_answer != p.golden_answer
+        assert len(p.perturbed_answers) >= 3 and len(set(p.perturbed_answers)) == len(p.perturbed_answers)
+        assert not {p.golden_answer, p.paraphrased_answer, p.answer} & set(p.perturbed_answers)
+        assert p.eval_answer == p.golden_answer and p.golden_answer != p.answer
 
 
 def test_shipped_example_is_internally_consistent():
-    """Every evaluation row has a paraphrase and 3+ distinct wrong answers, none equal to the true ones, and
-    the question names the person it is about; evaluation compares with the short golden answer."""
+    """forget_perturbed repeats forget row for row; every evaluation row (forget and held-out neighbours) is
+    well formed; each question names the person it is about, and no question is asked twice."""
     s = load_real_world()
-    for base, pert in ((s.forget, s.forget_eval), (s.neighbor, s.neighbor_eval)):
-        for b, p in zip(base, pert):
-            assert (b.question, b.name, b.answer, b.golden_answer) == (p.question, p.name, p.answer, p.golden_answer)
-            assert p.paraphrased_answer and p.paraphrased_answer != p.golden_answer
-            assert len(p.perturbed_answers) >= 3 and len(set(p.perturbed_answers)) == len(p.perturbed_answers)
-            assert not {p.golden_answer, p.paraphrased_answer, p.answer} & set(p.perturbed_answers)
-            assert p.eval_answer == p.golden_answer and p.golden_answer != p.answer
-    for r in s.forget + s.neighbor:
+    for b, p in zip(s.forget, s.forget_eval):
+        assert (b.question, b.name, b.answer, b.golden_answer) == (p.question, p.name, p.answer, p.golden_answer)
+    _check_evaluation_rows(s.forget_eval + s.neighbor_eval)
+    for r in s.forget + s.neighbor + s.neighbor_eval:
         assert r.name in r.question, r.question  # each question names the person it is about
-    questions = [r.question for r in s.forget + s.neighbor]
+    questions = [r.question for r in s.forget + s.neighbor + s.neighbor_eval]
     assert len(set(questions)) == len(questions)
+
+
+def test_repeated_layout_fixture_is_internally_consistent(folder):
+    """The repeated-layout neighbour file repeats neighbor.json's rows, with well-formed evaluation fields."""
+    s = load_real_world(folder)
+    assert s.neighbor_layout == "repeated" and s.neighbor_eval_people == s.neighbor_people
+    for b, p in zip(s.neighbor, s.neighbor_eval):
+        assert (b.question, b.name, b.answer, b.golden_answer) == (p.question, p.name, p.answer, p.golden_answer)
+    _check_evaluation_rows(s.neighbor_eval)
+
+
+# -- the published layout ----------------------------------------------------------------------------------------
+
+
+def test_published_layout_as_the_paper_writes_it(published):
+    """The raw files have the paper's quirks: string task ids in forget.json, integers in forget_perturbed.json,
+    no task_id and no wrong answers in neighbor.json, and other people in neighbor_perturbed.json."""
+    forget, forget_pert = _rows(published / "forget.json"), _rows(published / "forget_perturbed.json")
+    assert {type(r["task_id"]) for r in forget} == {str} and {type(r["task_id"]) for r in forget_pert} == {int}
+    assert all("paraphrased_question" in r for r in _rows(published / "neighbor_perturbed.json"))
+    assert not any({"task_id", "perturbed_answer", "paraphrased_answer"} & set(r)
+                   for r in _rows(published / "neighbor.json"))
+    s = load_real_world(published)
+    assert s.neighbor_layout == "held_out"
+    assert [r.task_id for r in s.forget] == [r.task_id for r in s.forget_eval] == [1] * 4 + [2] * 4 + [3] * 4
+    assert not {r.question for r in s.neighbor} & {r.question for r in s.neighbor_eval}
+
+
+def test_held_out_neighbours_need_no_row_order(published):
+    """Held-out rows pair with nothing in neighbor.json, so their order is free (the forget pair's is not)."""
+    rows = _rows(published / "neighbor_perturbed.json")
+    _write(published / "neighbor_perturbed.json", rows[::-1])
+    assert load_real_world(published).neighbor_eval[0].question == rows[-1]["question"]
+
+
+def test_task_ids_must_agree_as_numbers(published):
+    rows = _rows(published / "forget_perturbed.json")
+    rows[5]["task_id"] = "3"  # forget.json says "2"
+    _write(published / "forget_perturbed.json", rows)
+    with pytest.raises(DataError, match=r"forget_perturbed\.json, line 6, field 'task_id': 3 differs from forget\.json "
+                                        r"line 6 \(2\)"):
+        load_real_world(published)
+
+
+def test_a_forgotten_person_among_the_held_out_neighbours_is_rejected(published):
+    """The check against both neighbour files: Jane Austen added to the held-out evaluation neighbours only."""
+    extra = {**_rows(published / "forget_perturbed.json")[-1], "question": "Which Jane Austen novel came first?"}
+    extra.pop("task_id")
+    _write(published / "neighbor_perturbed.json", _rows(published / "neighbor_perturbed.json") + [extra])
+    with pytest.raises(DataError) as err:
+        load_real_world(published)
+    msg = str(err.value)
+    assert "forget.json, line 9, field 'name': 'Jane Austen' is also a neighbour" in msg
+    assert "neighbor_perturbed.json, line 25" in msg and "neighbor.json," not in msg
+
+
+def test_a_forgotten_person_in_both_neighbour_files_is_one_problem(folder):
+    forget = _rows(folder / "forget_perturbed.json")[0]
+    extra = {**forget, "name": "Marie Curie", "question": "What did Marie Curie study in Paris?"}
+    extra.pop("task_id")
+    _write(folder / "neighbor_perturbed.json", _rows(folder / "neighbor_perturbed.json") + [extra])
+    base = {k: v for k, v in extra.items() if k not in ("paraphrased_answer", "perturbed_answer")}
+    _write(folder / "neighbor.json", _rows(folder / "neighbor.json") + [base])
+    with pytest.raises(DataError) as err:
+        load_real_world(folder)
+    msg = str(err.value)
+    assert msg.count("is also a neighbour") == 1 and "1 problem in" in msg
+    assert "neighbor.json, line 25; " in msg and "neighbor_perturbed.json, line 25)" in msg
+
+
+def test_neighbour_files_sharing_only_some_people_are_rejected(published):
+    """Neither layout: the held-out file plus one fact about a training neighbour (Isaac Newton)."""
+    newton = {**_rows(REPEATED_NEIGHBORS)[0]}
+    _write(published / "neighbor_perturbed.json", _rows(published / "neighbor_perturbed.json") + [newton])
+    with pytest.raises(DataError) as err:
+        load_real_world(published)
+    msg = str(err.value)
+    assert "1 problem in" in msg
+    assert ("neighbor_perturbed.json, line 25, field 'name': 1 of its 7 people is also in neighbor.json "
+            "(first: 'Isaac Newton', neighbor.json line 1)") in msg
+    assert "held-out neighbours" in msg and "repeats neighbor.json's rows in the same order" in msg
 
 
 # -- strict loading ----------------------------------------------------------------------------------------------

@@ -1,21 +1,29 @@
 """The real-world scenario (Yuan et al., 2024, arXiv 2410.08109; docs/real_world.md): forget facts about real people.
 
 Unlike TOFU, there is no fine-tuning step first: the model already knows these people from pre-training.
-The forget set holds questions about the people to forget; the *neighbour* set holds questions about other,
-similar people, and serves both as the retain set during training and as the utility set in evaluation.
-General ability (ARC, TruthfulQA, TriviaQA, MMLU, GSM8K) is measured separately with lm-evaluation-harness.
+The forget set holds questions about the people to forget; the *neighbour* sets hold questions about other,
+similar people: ``neighbor.json`` is the retain set during training, ``neighbor_perturbed.json`` the neighbour
+set evaluation measures utility on. General ability (ARC, TruthfulQA, TriviaQA, MMLU, GSM8K) is measured
+separately with lm-evaluation-harness.
 
 A real-world folder holds four files (JSON lines or a JSON array, ``.json`` or ``.jsonl``):
 
 * ``forget.json``: the training forget set, with ``name``, ``question``, ``answer``, ``golden_answer`` and
-  ``task_id`` (one task per forgotten person in the paper's data);
+  ``task_id`` (one task per forgotten person in the paper's data; an integer or a string holding one);
+* ``forget_perturbed.json``: the rows of ``forget.json`` in the same order, plus ``paraphrased_answer`` and
+  ``perturbed_answer`` (a list of wrong answers);
 * ``neighbor.json``: the training retain set, same fields (``task_id`` optional);
-* ``forget_perturbed.json`` and ``neighbor_perturbed.json``: for evaluation, the rows of the base file in
-  the same order, plus ``paraphrased_answer`` and ``perturbed_answer`` (a list of wrong answers).
+* ``neighbor_perturbed.json``: the evaluation neighbour set, with ``paraphrased_answer`` and
+  ``perturbed_answer``, in one of two layouts (:data:`NEIGHBOR_LAYOUTS`): ``held_out`` — other people, none of
+  them in ``neighbor.json``, so utility is measured on people the unlearning never trained on (the paper's
+  released data: 20 neighbours to train on, 20 others to evaluate on) — or ``repeated`` — the rows of
+  ``neighbor.json`` in the same order, so the neighbour set is both the retain and the evaluation set.
+
+Nobody to forget may appear in either neighbour file.
 
 ``answer`` is what training sees (in the paper's data, the target model's own full answer); ``golden_answer``
-is the short true answer that evaluation compares with (ROUGE, Probability, Truth ratio). Cosine similarity
-and entailment use the full ``answer`` as every other set does.
+is the short true answer that evaluation compares with (ROUGE, Probability, Truth ratio, Entailment). Cosine
+similarity uses the full ``answer``, as the paper's released code does.
 
 Evaluation (:func:`real_world_benchmark`): the forget set is evaluated as a forget set, the neighbour set as a
 retain set — Probability ``P(golden|q)`` and the paraphrase-vs-perturbed Truth ratio, as the paper's released
@@ -24,9 +32,10 @@ code does — and the entailment premise is the generation on both sets. Aggrega
 paper computes it in this scenario; FE as usual from the forget set; Forget Quality is not defined, because
 there is no model that never saw these facts to compare with.
 
-The package ships a small example (3 forgotten people × 4 facts, 6 neighbours × 4 facts; public facts
-about scientists and writers born before 1900): ``load_real_world()`` with no source reads it, and
-``python -m obliviate.benchmarks.real_world DIR`` writes it to a folder for configs to point at.
+The package ships a small example in the paper's layout (3 forgotten people × 4 facts, 6 neighbours × 4 facts
+to train on, 6 held-out neighbours × 4 facts to evaluate on; public facts about scientists and writers born
+before 1900): ``load_real_world()`` with no source reads it, and ``python -m obliviate.benchmarks.real_world
+DIR`` writes it to a folder for configs to point at.
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ if TYPE_CHECKING:  # the evaluation modules import torch; keep loading the data 
 __all__ = [
     "FILE_STEMS",
     "FORGET_SET",
+    "NEIGHBOR_LAYOUTS",
     "NEIGHBOR_SET",
     "RealWorldSplits",
     "example_folder",
@@ -72,8 +82,13 @@ FILE_STEMS: dict[str, str] = {
 FORGET_SET = "forget"
 NEIGHBOR_SET = "neighbor"
 
+NEIGHBOR_LAYOUTS: tuple[str, ...] = ("held_out", "repeated")
+"""How ``neighbor_perturbed.json`` relates to ``neighbor.json``: other people (held-out neighbours, the paper's
+released data), or the same rows in the same order."""
+
 # Base file row fields that the perturbed file must repeat unchanged, row for row: the question, who it is
-# about, and both answers (training uses the base file's, evaluation the perturbed file's).
+# about, and both answers (training uses the base file's, evaluation the perturbed file's). task_id is compared
+# as parsed, so "3" in one file and 3 in the other agree.
 _MATCHED_FIELDS: tuple[str, ...] = ("question", "name", "answer", "golden_answer", "task_id")
 
 # Without these a perturbed row has no truth ratio: it compares the paraphrase with the wrong answers.
@@ -89,15 +104,20 @@ FQ_REASON = ("not defined in the real-world scenario: Forget Quality compares wi
              "the forget set, and no such model exists for facts learned in pre-training")
 MU_TOFU_REASON = ("TOFU's 9-number MU needs the retain, real-authors and world-facts sets; the real-world "
                   "scenario has a neighbour set instead (see model_utility)")
+MU_RETAIN_NOTE = ("equal to model_utility, as the paper's code computes it: the evaluated neighbour set "
+                  "(neighbor_perturbed) is the real-world scenario's only non-forget set; it either repeats the "
+                  "retain set (neighbor.json) or holds other, held-out neighbours (benchmark.neighbor_layout says "
+                  "which)")
 
 
 @dataclass
 class RealWorldSplits:
     """The four sets of a real-world folder, validated against each other.
 
-    ``forget`` and ``neighbor`` are the training forget and retain sets; ``forget_eval`` and
-    ``neighbor_eval`` the same rows with ``paraphrased_answer`` and ``perturbed_answers``. ``files`` maps
-    each field name to the file it came from.
+    ``forget`` and ``neighbor`` are the training forget and retain sets; ``forget_eval`` the forget rows with
+    ``paraphrased_answer`` and ``perturbed_answers``; ``neighbor_eval`` the evaluation neighbour set, which is
+    either other people than ``neighbor`` (``neighbor_layout`` ``"held_out"``) or the same rows
+    (``"repeated"``). ``files`` maps each field name to the file it came from.
     """
 
     forget: list[QARecord]
@@ -106,6 +126,7 @@ class RealWorldSplits:
     neighbor_eval: list[QARecord]
     folder: Path
     files: dict[str, Path] = field(default_factory=dict)
+    neighbor_layout: str = "repeated"
 
     @property
     def forget_people(self) -> list[str]:
@@ -114,8 +135,13 @@ class RealWorldSplits:
 
     @property
     def neighbor_people(self) -> list[str]:
-        """The neighbour people, in order of first appearance."""
+        """The neighbour people of the training retain set, in order of first appearance."""
         return _people(self.neighbor)
+
+    @property
+    def neighbor_eval_people(self) -> list[str]:
+        """The neighbour people evaluation measures utility on, in order of first appearance."""
+        return _people(self.neighbor_eval)
 
 
 # -- the shipped example --------------------------------------------------------------------------------------
@@ -229,21 +255,52 @@ def _people(records: Sequence[QARecord]) -> list[str]:
     return list(seen.values())
 
 
-def _overlap(forget: _LoadedFile, neighbor: _LoadedFile) -> list[str]:
-    """One problem per person found in both the forget and the neighbour file."""
-    first_neighbor: dict[str, str] = {}
-    for r, where in zip(neighbor.records, neighbor.wheres):
-        first_neighbor.setdefault(_person_key(r.name or ""), where)
+def _first_rows(loaded: _LoadedFile) -> dict[str, str]:
+    """Each person of a file (by :func:`_person_key`) with the location of their first row."""
+    first: dict[str, str] = {}
+    for r, where in zip(loaded.records, loaded.wheres):
+        first.setdefault(_person_key(r.name or ""), where)
+    return first
+
+
+def _overlap(forget: _LoadedFile, neighbors: Sequence[_LoadedFile]) -> list[str]:
+    """One problem per forgotten person found in any neighbour file, naming every file they are found in."""
+    firsts = [(n, _first_rows(n)) for n in neighbors]
     problems, reported = [], set()
     for r, where in zip(forget.records, forget.wheres):
         key = _person_key(r.name or "")
-        if key in first_neighbor and key not in reported:
+        found = [f"{n.origin}, {first[key]}" for n, first in firsts if key in first]
+        if found and key not in reported:
             reported.add(key)
             problems.append(format_problem(
                 forget.origin, where, "name",
-                f"{r.name!r} is also a neighbour ({neighbor.origin}, {first_neighbor[key]}); a person is either "
-                f"forgotten or kept, so remove them from one of the two files"))
+                f"{r.name!r} is also a neighbour ({'; '.join(found)}); a person is either forgotten or kept, so "
+                f"remove them from the neighbour files or from the forget files"))
     return problems
+
+
+def _neighbor_layout(base: _LoadedFile, pert: _LoadedFile) -> tuple[str, list[str]]:
+    """Which of :data:`NEIGHBOR_LAYOUTS` the neighbour files follow, and the problems if they follow neither.
+
+    No person of ``neighbor_perturbed`` in ``neighbor``: held-out neighbours. Only people of ``neighbor``: the
+    file must repeat ``neighbor`` row for row. Some of each: neither layout, one problem that says so.
+    """
+    base_people = _first_rows(base)
+    pert_people = _first_rows(pert)
+    shared = [key for key in pert_people if key in base_people]
+    if not shared:
+        return "held_out", []
+    if len(shared) == len(pert_people):
+        return "repeated", _compare(base, pert)
+    names = {_person_key(r.name or ""): r.name for r in pert.records}
+    first = shared[0]
+    return "repeated", [format_problem(
+        pert.origin, pert_people[first], "name",
+        f"{len(shared)} of its {len(pert_people)} people {'is' if len(shared) == 1 else 'are'} also in "
+        f"{base.path.name} (first: {names[first]!r}, "
+        f"{base.path.name} {base_people[first]}), the others are not; the neighbour evaluation file either "
+        f"holds only other people than {base.path.name} (held-out neighbours, as in the paper's data) or repeats "
+        f"{base.path.name}'s rows in the same order")]
 
 
 def load_real_world(source: str | Path | None = None) -> RealWorldSplits:
@@ -251,8 +308,9 @@ def load_real_world(source: str | Path | None = None) -> RealWorldSplits:
 
     Every row of every file is validated in the ``real_world`` layout (``name`` and ``golden_answer``
     required); the perturbed files must also give ``paraphrased_answer`` and ``perturbed_answer`` on every
-    row and repeat their base file's rows in the same order; and no person may be both forgotten and a
-    neighbour.
+    row; ``forget_perturbed`` repeats ``forget``'s rows in the same order; ``neighbor_perturbed`` holds either
+    only other people than ``neighbor`` (held-out neighbours) or ``neighbor``'s rows in the same order; and no
+    forgotten person is in either neighbour file.
 
     Raises:
         DataError: the folder or a file is missing, a row is invalid (file, line and field named; problems
@@ -283,14 +341,14 @@ def load_real_world(source: str | Path | None = None) -> RealWorldSplits:
         raise DataError(f"{len(errors)} files have problems:\n" + "\n".join(str(e) for e in errors),
                         path=str(folder))
 
-    problems = (_compare(loaded["forget"], loaded["forget_eval"])
-                + _compare(loaded["neighbor"], loaded["neighbor_eval"])
-                + _overlap(loaded["forget"], loaded["neighbor"]))
+    layout, neighbor_problems = _neighbor_layout(loaded["neighbor"], loaded["neighbor_eval"])
+    problems = (_compare(loaded["forget"], loaded["forget_eval"]) + neighbor_problems
+                + _overlap(loaded["forget"], [loaded["neighbor"], loaded["neighbor_eval"]]))
     if problems:
         raise_problems(str(folder), problems, what="the real-world files")
     return RealWorldSplits(forget=loaded["forget"].records, neighbor=loaded["neighbor"].records,
                            forget_eval=loaded["forget_eval"].records, neighbor_eval=loaded["neighbor_eval"].records,
-                           folder=folder, files={key: f.path for key, f in loaded.items()})
+                           folder=folder, files={key: f.path for key, f in loaded.items()}, neighbor_layout=layout)
 
 
 # -- evaluation -----------------------------------------------------------------------------------------------
@@ -298,8 +356,9 @@ def real_world_benchmark(source: str | Path | RealWorldSplits | None = None) -> 
     """The evaluation sets of a real-world folder, ready for ``obliviate.evaluation.runner.evaluate``.
 
     Two sets: ``forget`` (kind forget) from ``forget_perturbed`` and ``neighbor`` (kind retain) from
-    ``neighbor_perturbed``; ``info["real_world"]`` is True, so the generation is the entailment premise on
-    both. ``source`` is a folder, already loaded splits, or None for the shipped example.
+    ``neighbor_perturbed`` — the held-out neighbours, or the retain rows again (``info["neighbor_layout"]``);
+    ``info["real_world"]`` is True, so the generation is the entailment premise on both. ``source`` is a
+    folder, already loaded splits, or None for the shipped example.
     """
     from obliviate.evaluation.runner import LoadedBenchmark
     from obliviate.evaluation.suite import EvalSet
@@ -307,7 +366,8 @@ def real_world_benchmark(source: str | Path | RealWorldSplits | None = None) -> 
     splits = source if isinstance(source, RealWorldSplits) else load_real_world(source)
     sets = [EvalSet(FORGET_SET, splits.forget_eval, "forget"), EvalSet(NEIGHBOR_SET, splits.neighbor_eval, "retain")]
     info = {"name": "real_world", "source": str(splits.folder), "real_world": True,
-            "forget_people": splits.forget_people, "neighbor_people": splits.neighbor_people}
+            "neighbor_layout": splits.neighbor_layout, "forget_people": splits.forget_people,
+            "neighbor_people": splits.neighbor_people, "neighbor_eval_people": splits.neighbor_eval_people}
     return LoadedBenchmark(sets, info, [splits.files[key] for key in FILE_STEMS])
 
 
@@ -343,8 +403,9 @@ def real_world_aggregates(sets: Mapping[str, Mapping[str, Any]]) -> dict[str, di
     """The ``aggregates`` section of ``results.json`` for the real-world sets (``forget``, ``neighbor``).
 
     Same keys as the TOFU aggregates, so reports read both: ``model_utility`` and ``model_utility_retain``
-    are the harmonic mean of the six neighbour-set metrics (partial, with the missing ones listed, when a
-    metric is unavailable); ``model_utility_tofu`` and ``forget_quality`` are unavailable with the reason;
+    are the harmonic mean of the six metrics of the evaluated neighbour set (partial, with the missing ones
+    listed, when a metric is unavailable), the paper's code computing both from that one set, in either
+    neighbour layout; ``model_utility_tofu`` and ``forget_quality`` are unavailable with the reason;
     ``forget_efficacy`` comes from the forget set as in every scenario.
     """
     from obliviate.evaluation.aggregates import Aggregate, forget_efficacy
@@ -355,10 +416,7 @@ def real_world_aggregates(sets: Mapping[str, Mapping[str, Any]]) -> dict[str, di
     out = {
         "model_utility": _neighbor_utility("model_utility", neighbor, MU_NOTE),
         "model_utility_tofu": Aggregate("model_utility_tofu", None, True, False, reason=MU_TOFU_REASON),
-        "model_utility_retain": _neighbor_utility(
-            "model_utility_retain", neighbor,
-            "equal to model_utility: in the real-world scenario the neighbour set is both the retain and the "
-            "utility set"),
+        "model_utility_retain": _neighbor_utility("model_utility_retain", neighbor, MU_RETAIN_NOTE),
         "forget_efficacy": forget_efficacy(values.get(FORGET_SET)),
         "forget_quality": Aggregate("forget_quality", None, True, False, components=["forget.truth_ratio_x"],
                                     reason=FQ_REASON),
@@ -376,7 +434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m obliviate.benchmarks.real_world DIR``: write the shipped example into ``DIR``."""
     parser = argparse.ArgumentParser(prog="python -m obliviate.benchmarks.real_world",
                                      description="Write the shipped real-world example (forget.json, "
-                                                 "neighbor.json and their _perturbed files) into a folder.")
+                                                 "neighbor.json and their _perturbed files, in the paper's "
+                                                 "layout) into a folder.")
     parser.add_argument("folder", help="where to write the four files")
     parser.add_argument("--force", action="store_true", help="replace files of the same name")
     args = parser.parse_args(argv)
@@ -387,7 +446,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     splits = load_real_world(folder)
     print(f"wrote {folder}: {len(splits.forget)} forget rows about {', '.join(splits.forget_people)}; "
-          f"{len(splits.neighbor)} neighbour rows about {len(splits.neighbor_people)} people")
+          f"{len(splits.neighbor)} neighbour rows about {len(splits.neighbor_people)} people to train on; "
+          f"{len(splits.neighbor_eval)} neighbour rows about {len(splits.neighbor_eval_people)} "
+          f"{'held-out people' if splits.neighbor_layout == 'held_out' else 'of the same people'} to evaluate on")
     return 0
 
 
