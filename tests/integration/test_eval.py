@@ -163,3 +163,21 @@ def test_prompt_format_is_recorded_and_carries_over_to_a_later_eval(bench, tmp_p
     assert record["prompt_format"]["system_prompt"] == "Answer briefly."
     assert record["prompt_format"]["example"].startswith("<|im_start|>system\nAnswer briefly.<|im_end|>\n")
     assert prompts and all(p.startswith("<|im_start|>system\nAnswer briefly.<|im_end|>\n") for p in prompts)
+
+
+def test_tofus_truth_ratio_is_recorded_next_to_ours_on_the_forget_set(tiny_model_dir, bench, tmp_path):
+    """forget.truth_ratio_tofu = mean(min(x, 1/x)) of the recorded per-item x (higher is better), forget.truth_ratio
+    = 1 − that (lower is better); other sets have only truth_ratio; FE still uses truth_ratio."""
+    out = tmp_path / "results.json"
+    assert _eval(tiny_model_dir, bench, out) == 0
+    r = json.loads(out.read_text())
+    forget = r["sets"]["forget"]
+    xs = [it["truth_ratio_x"] for it in forget["items"]]
+    tofu = forget["metrics"]["truth_ratio_tofu"]
+    assert tofu["higher_is_better"] is True and forget["metrics"]["truth_ratio"]["higher_is_better"] is False
+    assert tofu["value"] == pytest.approx(sum(min(x, 1 / x) for x in xs) / len(xs), abs=1e-12)
+    assert tofu["value"] + forget["metrics"]["truth_ratio"]["value"] == pytest.approx(1.0, abs=1e-12)
+    assert all("truth_ratio_tofu" not in r["sets"][name]["metrics"] for name in ("retain", "real_authors", "world_facts"))
+    fe = r["aggregates"]["forget_efficacy"]
+    used = [forget["metrics"][m]["value"] for m in ("rouge_l", "probability", "truth_ratio")]
+    assert fe["value"] == pytest.approx(1 - sum(used) / 3) and "forget.truth_ratio_tofu" not in fe["components"]

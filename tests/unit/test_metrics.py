@@ -23,6 +23,7 @@ from obliviate.evaluation.metrics import (
     truth_ratio_forget_items,
     truth_ratio_other,
     truth_ratio_other_items,
+    truth_ratio_tofu,
     truth_ratio_x,
 )
 
@@ -39,8 +40,8 @@ class WhitespaceTokenizer:
 # ------------------------------------------------------------------------------------------------ registry
 
 
-def test_registry_lists_the_seven_metrics():
-    assert set(METRICS) == {"rouge_l", "rouge1", "probability", "truth_ratio", "token_entropy",
+def test_registry_lists_the_eight_metrics():
+    assert set(METRICS) == {"rouge_l", "rouge1", "probability", "truth_ratio", "truth_ratio_tofu", "token_entropy",
                             "cosine_similarity", "entailment"}
     assert all(spec.description for spec in METRICS.values())
 
@@ -52,6 +53,12 @@ def test_knowledge_metrics_are_lower_is_better_only_on_forget(metric):
     assert higher_is_better(metric, "forget") is False
     assert higher_is_better(metric, "retain") is True
     assert higher_is_better(metric, "utility") is True
+
+
+def test_tofus_truth_ratio_is_higher_is_better_on_the_forget_set():
+    """mean(min(x, 1/x)) is 1 when the model cannot tell true from perturbed: more forgetting is a higher value."""
+    assert higher_is_better("truth_ratio_tofu", "forget") is True
+    assert higher_is_better("truth_ratio", "forget") is False
 
 
 def test_token_entropy_is_higher_is_better_everywhere():
@@ -154,6 +161,18 @@ def test_truth_ratio_with_three_perturbed_answers():
     assert truth_ratio_other_items(xs) == pytest.approx([1 - 1 / E, 0.0, 0.0], abs=1e-12)
     assert truth_ratio_forget(xs) == pytest.approx(1 - (2 / E + 1) / 3)
     assert truth_ratio_other(xs) == pytest.approx((1 - 1 / E) / 3)
+
+
+def test_truth_ratio_in_tofus_convention():
+    """The items of the test above, min(x, 1/x) = 1/e, 1/e, 1: TOFU's form is their mean, (2/e + 1)/3 = 0.578586,
+    and the paper's code's form is 1 minus it, 0.421414. x = 2, 0.5, 1, 4 → 0.5, 0.5, 1, 0.25 → 2.25/4 = 0.5625."""
+    xs = truth_ratio_x([1.0, 2.0, 0.5], [[1.5, 2.0, 2.5], [1.0, 1.0, 1.0], [0.2, 0.5, 0.8]])
+    assert truth_ratio_tofu(xs) == pytest.approx((2 / E + 1) / 3)
+    assert truth_ratio_tofu(xs) + truth_ratio_forget(xs) == pytest.approx(1.0, abs=1e-15)
+    assert truth_ratio_tofu([2.0, 0.5, 1.0, 4.0]) == 0.5625
+    assert truth_ratio_tofu([math.inf, 0.0]) == 0.0
+    with pytest.raises(ValueError, match="set is empty"):
+        truth_ratio_tofu([])
 
 
 def test_truth_ratio_limits_for_huge_gaps():

@@ -435,3 +435,38 @@ def test_zero_questions_leaves_out_the_generations(fixture_results: list[dict[st
     page = html_report(fixture_results, questions=0)
     assert '<article class="qa">' not in page and "asked for 0 questions" in page
     assert html_report(fixture_results, questions=4).count('<article class="qa">') == 8
+
+
+# --- TOFU's truth ratio -----------------------------------------------------------------------------
+
+
+def _with_tofu_truth_ratio(method: str, tr: float, mu: float) -> dict[str, Any]:
+    """A small record whose forget set has both truth-ratio conventions: TR = 1 − mean(min(x, 1/x)), TOFU's = mean."""
+    record = small_record(method, mu=mu, fe=mu)
+    record["sets"]["forget"]["metrics"]["truth_ratio"] = metric(tr, False)
+    record["sets"]["forget"]["metrics"]["truth_ratio_tofu"] = metric(1.0 - tr, True)
+    return record
+
+
+def test_tofus_truth_ratio_has_its_own_column_after_tr_on_the_forget_set_only() -> None:
+    records = [_with_tofu_truth_ratio("ME+GD", 0.25, 0.7), _with_tofu_truth_ratio("GA", 0.5, 0.3),
+               small_record("old", mu=0.2, fe=0.1)]
+    table = markdown_table(records)
+    rows = _md_rows(table)
+    header = rows["model"]
+    tr = header.index("forget TR ↓")
+    assert header[tr + 1] == "forget TR (TOFU) ↑"
+    assert [h for h in header if "TOFU" in h] == ["forget TR (TOFU) ↑"]  # not on the retain set
+    col = header.index("forget TR (TOFU) ↑")
+    assert [rows[m][col] for m in ("ME+GD", "GA", "old")] == ["0.750", "0.500", "n/a"]
+    assert "TR (TOFU) = the forget set's truth ratio in TOFU's form, mean(min(x, 1/x)), higher is better" in table
+    assert "old, Truth ratio, TOFU's form (forget): Truth ratio, TOFU's form not recorded in results.json" in table
+    # Higher is better in TOFU's form: ME+GD's 0.750 is the best of that column; lower is better in TR: ME+GD's
+    # 0.250 again. GA's 0.500 (both columns) is best nowhere.
+    best = parse(html_report(records)).best_cells
+    assert ("ME+GD", "0.750") in best and ("GA", "0.500") not in best
+    assert ("ME+GD", "0.250") in best
+    page = html_report(records)
+    assert "Forget · Truth ratio, TOFU&#x27;s form: higher is better" in page
+    # Records without the metric (every fixture) keep their table exactly: no such column.
+    assert "TOFU" not in markdown_table([small_record("old")])

@@ -42,6 +42,7 @@ __all__ = [
     "truth_ratio_forget_items",
     "truth_ratio_other",
     "truth_ratio_other_items",
+    "truth_ratio_tofu",
     "truth_ratio_x",
 ]
 
@@ -136,6 +137,14 @@ for _spec in (
         "forget: 1 - mean(min(x, 1/x)); other sets: mean(max(0, 1 - 1/x)), "
         "x = exp(mean_j nll(perturbed_j) - nll(paraphrased))",
         False,
+        True,
+    ),
+    MetricSpec(
+        "truth_ratio_tofu",
+        "TOFU's form of the forget-set truth ratio, mean(min(x, 1/x)): 1 when the model cannot tell the "
+        "paraphrased answer from the perturbed ones (recorded on forget sets only; elsewhere TOFU's form is "
+        "truth_ratio's)",
+        True,
         True,
     ),
     MetricSpec(
@@ -343,6 +352,16 @@ def truth_ratio_forget(xs: Sequence[float]) -> float:
     """Forget-set truth ratio ``1 − mean(min(x, 1/x))`` (docs/metrics.md); lower is better (less knowledge)."""
     items = truth_ratio_forget_items(xs)
     return 1.0 - sum(items) / len(items)
+
+
+def truth_ratio_tofu(xs: Sequence[float]) -> float:
+    """TOFU's forget-set truth ratio ``mean(min(x, 1/x))`` (docs/metrics.md); higher is better (less knowledge).
+
+    The other convention of :func:`truth_ratio_forget`: TOFU (Maini et al., 2024) and open-unlearning report
+    this number, the paper's released code reports ``1 −`` it. Both come from the same per-item values.
+    """
+    items = truth_ratio_forget_items(xs)
+    return sum(items) / len(items)
 
 
 def truth_ratio_other(xs: Sequence[float]) -> float:

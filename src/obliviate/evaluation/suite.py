@@ -232,6 +232,10 @@ def _set_result(formatter: PromptFormatter, eval_set: EvalSet, records: list[QAR
         put("truth_ratio", None, "the set has no perturbed answers")
     else:
         put("truth_ratio", M.truth_ratio_forget(truth_x) if kind == "forget" else M.truth_ratio_other(truth_x))
+    if kind == "forget":
+        # TOFU's convention next to the paper's code's (docs/metrics.md); not part of any aggregate.
+        put("truth_ratio_tofu", None if truth_x is None else M.truth_ratio_tofu(truth_x),
+            "the set has no perturbed answers")
     put("token_entropy", mean(entropy))
 
     cosine = None

@@ -34,6 +34,7 @@ from obliviate.reporting.table import (
     format_cell,
     format_value,
     partial_notes,
+    tofu_note,
     unavailable_notes,
 )
 
@@ -252,7 +253,8 @@ def _table_section(views: Sequence[ModelView], cols: Sequence[Column]) -> str:
               f"<sup class=\"partial\">{PARTIAL_MARK}</sup> partial aggregate (see notes). {NOT_AVAILABLE}: not "
               "available (reason in the notes). ROUGE-L = ROUGE-L recall, Prob = probability, TR = truth ratio, "
               "TE = token entropy, CS = cosine similarity, ES = entailment score, MU = model utility, "
-              "FE = forget efficacy, FQ = forget quality (KS-test p-value against the retain model).")
+              "FE = forget efficacy, FQ = forget quality (KS-test p-value against the retain model)."
+              + _e(tofu_note(cols)))
     return ('<section id="results"><h2>Results</h2>'
             f'<div class="table-wrap"><table class="results"><thead>{group_row}{metric_row}</thead>'
             f'<tbody>{"".join(body_rows)}</tbody></table></div>'

@@ -49,6 +49,11 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("entailment", "ES", "Entailment score"),
 )
 
+# Metrics shown after another one, only for sets where some record has them: (key, short, full, shown after).
+EXTRA_METRICS: tuple[tuple[str, str, str, str], ...] = (
+    ("truth_ratio_tofu", "TR (TOFU)", "Truth ratio, TOFU's form", "truth_ratio"),
+)
+
 AGGREGATES: tuple[tuple[str, str, str], ...] = (
     ("model_utility", "MU", "Model utility"),
     ("forget_efficacy", "FE", "Forget efficacy"),
@@ -460,8 +465,9 @@ def missing_cell(higher_is_better: bool | None, what: str) -> Cell:
 def default_direction(set_name: str | None, metric: str) -> bool:
     """The direction docs/results.md prescribes, used only when no record states one.
 
-    On the forget set lower is better for everything except token entropy; everywhere else higher is better.
+    On the forget set lower is better for everything except token entropy and TOFU's truth ratio; everywhere
+    else higher is better.
     """
-    if set_name == "forget" and metric != "token_entropy":
+    if set_name == "forget" and metric not in ("token_entropy", "truth_ratio_tofu"):
         return False
     return True

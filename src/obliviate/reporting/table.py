@@ -14,6 +14,7 @@ from typing import Any
 from obliviate.reporting.general import general_markdown
 from obliviate.reporting.results import (
     AGGREGATES,
+    EXTRA_METRICS,
     METRICS,
     Cell,
     ModelView,
@@ -71,11 +72,18 @@ def cell_for(view: ModelView, column: Column) -> Cell:
 
 
 def columns(views: Sequence[ModelView]) -> list[Column]:
-    """Every column of the table for these models: sets present in any record × six metrics, then aggregates."""
+    """Every column of the table for these models: sets present in any record × six metrics, then aggregates.
+
+    A metric of :data:`EXTRA_METRICS` (TOFU's truth ratio on the forget set) follows the metric it belongs with,
+    in the sets where at least one record has it.
+    """
     out: list[Column] = []
     for set_name in ordered_sets(views):
         for metric, short, full in METRICS:
             out.append(_column(views, set_name, metric, short, full))
+            for extra, extra_short, extra_full, after in EXTRA_METRICS:
+                if after == metric and any(extra in v.sets[set_name].metrics for v in views if set_name in v.sets):
+                    out.append(_column(views, set_name, extra, extra_short, extra_full))
     for metric, short, full in AGGREGATES:
         out.append(_column(views, None, metric, short, full))
     return out
@@ -159,6 +167,14 @@ def partial_notes(views: Sequence[ModelView]) -> list[tuple[str, str, str, tuple
     return rows
 
 
+def tofu_note(cols: Sequence[Column]) -> str:
+    """The legend's words on TOFU's truth ratio, when the table has that column (else empty)."""
+    if not any(c.metric == "truth_ratio_tofu" for c in cols):
+        return ""
+    return (" TR (TOFU) = the forget set's truth ratio in TOFU's form, mean(min(x, 1/x)), higher is better; "
+            "TR is the paper's code's form, 1 − mean(min(x, 1/x)), lower is better (docs/metrics.md).")
+
+
 def markdown_table(results_list: Sequence[Mapping[str, Any]]) -> str:
     """The paper-style table in GitHub Markdown, with footnotes for partial and unavailable values.
 
@@ -182,7 +198,7 @@ def markdown_table(results_list: Sequence[Mapping[str, Any]]) -> str:
     notes: list[str] = [f"{UP} higher is better, {DOWN} lower is better. "
                         "ROUGE-L = ROUGE-L recall, Prob = probability, TR = truth ratio, TE = token entropy, "
                         "CS = cosine similarity, ES = entailment score, MU = model utility, FE = forget efficacy, "
-                        "FQ = forget quality."]
+                        "FQ = forget quality." + tofu_note(cols)]
     partial = partial_notes(views)
     if partial:
         # Escaped: a line starting "* " would be a Markdown list item.
