@@ -2,7 +2,7 @@
 
 Two layouts hold the same 4,000 question–answer pairs about 200 fictitious authors:
 
-* **Continual** (the paper's released code, and ``../shared/data/tofu``): ``forget01/05/10.json`` whose
+* **Continual** (the paper's released code): ``forget01/05/10.json`` whose
   rows carry a ``task_id`` (each task is a disjoint group of 40/200/400 rows; task 1 is the standard
   split), base retain files ``retain90/50/10.json``, and the ``*_perturbed.json`` evaluation files.
   The retain set of task ``t`` is the base file plus the forget rows of every other task, so it covers
