@@ -217,6 +217,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                        seed=args.seed)
     _print_results_summary(results)
     print(f"results written to {out}")
+    from obliviate.reporting.model_card import update_card_with_results
+    if update_card_with_results(out, results) is not None:  # a run's results.json: its model card gets the numbers
+        print(f"model card updated: {Path(out).parent / 'model' / 'README.md'}")
     return 0
 
 
@@ -270,9 +273,21 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     markdown = str(Path(args.report).with_suffix(".md"))
     write_report(evaluated, args.report, markdown_out=markdown, title=args.title)
-    print(Path(markdown).read_text(encoding="utf-8"))
+    _print_table(evaluated, markdown, args.report, full=args.full)
     print(f"report written to {args.report}")
     return 0
+
+
+def _print_table(runs: list, markdown: str, html: str, *, full: bool) -> None:
+    """The compact summary and where the full table is, or (``full``) the full Markdown table itself."""
+    if full:
+        print(Path(markdown).read_text(encoding="utf-8"))
+        return
+    from obliviate.reporting import load_results
+    from obliviate.reporting.summary import full_table_hint, summary_table
+
+    print(summary_table([load_results(r) for r in runs]))
+    print(full_table_hint(markdown, html) + "\n")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -280,7 +295,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     markdown = args.markdown or str(Path(args.out).with_suffix(".md"))
     path = write_report(args.runs, args.out, markdown_out=markdown, title=args.title)
-    print(Path(markdown).read_text(encoding="utf-8"))
+    _print_table(args.runs, markdown, str(path), full=args.full)
     print(f"report written to {path} (Markdown: {markdown})")
     return 0
 
@@ -288,7 +303,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from obliviate.demo import run_demo
 
-    run_demo(Path(args.out), model=args.model, fresh=args.fresh)
+    run_demo(Path(args.out), model=args.model, fresh=args.fresh, full=args.full)
     return 0
 
 
@@ -381,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default="report.html", help="HTML report to write (default report.html)")
     p.add_argument("--title", default="Unlearning sweep")
     p.add_argument("--resume", action="store_true", help="resume interrupted runs from their checkpoints")
+    p.add_argument("--full", action="store_true", help="print the full table (every set × metric) instead of the summary")
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("report", help="HTML + Markdown report comparing evaluated runs")
@@ -388,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="report.html", help="HTML file to write (default report.html)")
     p.add_argument("--markdown", default=None, help="Markdown table file (default: beside the HTML, .md)")
     p.add_argument("--title", default="Unlearning report")
+    p.add_argument("--full", action="store_true", help="print the full table (every set × metric) instead of the summary")
     p.set_defaults(func=_cmd_report)
 
     # -- scenario commands: each module adds its own subcommand (one line each) --
@@ -398,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo_runs", help="working folder; finished steps are reused (default demo_runs)")
     p.add_argument("--model", default=None, help="model to start from (default: the built-in SmolLM2-135M)")
     p.add_argument("--fresh", action="store_true", help="redo every step instead of reusing finished ones")
+    p.add_argument("--full", action="store_true", help="print the full table (every set × metric) instead of the summary")
     p.set_defaults(func=_cmd_demo)
     return parser
 

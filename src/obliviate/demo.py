@@ -6,8 +6,9 @@ Everything runs on a laptop CPU with the built-in SmolLM2-135M-Instruct:
 2. the *target* model: SmolLM2 fine-tuned on every author; the *retain* model: fine-tuned on the other authors
    only (the reference point for Forget Quality);
 3. unlearning the forget author from the target with ME+GD (untargeted) and IDK+AP (targeted);
-4. the full evaluation of all four models (six metrics × four sets, MU, FE, FQ), the paper-style table, and an
-   HTML report with the scatter plot and side-by-side answers.
+4. the full evaluation of all four models (six metrics × four sets, MU, FE, FQ); a compact summary on the
+   terminal (the paper-style table with ``full=True``), written out in full as Markdown and as an HTML report
+   with the scatter plot and side-by-side answers.
 
 Each finished step is kept in the working folder and reused on a rerun (``fresh=True`` redoes them).
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 from obliviate.config import config_from_dict
 from obliviate.evaluation.runner import BenchmarkSpec, evaluate
 from obliviate.evaluation.suite import EvalSettings, Scorers
+from obliviate.reporting.model_card import update_card_with_results
 from obliviate.training.run import finetune, is_complete, unlearn
 
 # Sized to finish in under 15 minutes on a 2-core CPU: 8 authors × 8 facts = 64 QA pairs.
@@ -67,10 +69,12 @@ def _print_side_by_side(results: dict[str, dict]) -> None:
                 print(f"  {name:<10}: {r['sets'][set_name]['items'][i]['generation']}")
 
 
-def run_demo(out: Path, *, model: str | None = None, fresh: bool = False) -> dict[str, dict]:
+def run_demo(out: Path, *, model: str | None = None, fresh: bool = False, full: bool = False) -> dict[str, dict]:
+    """Run (or reuse) every step and print the results: the compact summary, or with ``full`` the whole table."""
     from obliviate.benchmarks.synthetic import generate_benchmark
     from obliviate.models import ensure_default_model
     from obliviate.reporting import markdown_table, write_report
+    from obliviate.reporting.summary import full_table_hint, summary_table
 
     from obliviate.errors import ObliviateError
     from obliviate.outputs import creation_problem
@@ -110,8 +114,9 @@ def run_demo(out: Path, *, model: str | None = None, fresh: bool = False) -> dic
         path = out / name / "results.json"
         if fresh or not path.is_file():
             retain_results = None if name == "retain" else out / "retain" / "results.json"
-            evaluate(str(out / name / "model"), spec, path, settings=settings, scorers=scorers,
-                     retain_results=retain_results, run_info={"kind": "finetune", "method": name}, seed=SEED)
+            record = evaluate(str(out / name / "model"), spec, path, settings=settings, scorers=scorers,
+                              retain_results=retain_results, run_info={"kind": "finetune", "method": name}, seed=SEED)
+            update_card_with_results(path, record)
         results[name] = json.loads(path.read_text())
         _done(t)
 
@@ -131,9 +136,13 @@ def run_demo(out: Path, *, model: str | None = None, fresh: bool = False) -> dic
 
     _step("results")
     order = ["target", "retain", *METHODS.values()]
-    print(markdown_table([results[k] for k in order]))
-    _print_side_by_side({k: results[k] for k in order})
     report = write_report([out / "target", out / "retain", *(out / f for f in METHODS)], out / "report.html",
                           markdown_out=out / "report.md", title="obliviate demo: synthetic authors, SmolLM2-135M")
+    if full:
+        print(markdown_table([results[k] for k in order]))
+    else:
+        print(summary_table([results[k] for k in order]))
+        print(full_table_hint(out / "report.md", report))
+    _print_side_by_side({k: results[k] for k in order})
     print(f"\nreport: {report}\ndemo finished in {time.time() - started:.0f}s; runs are in {out}")
     return results

