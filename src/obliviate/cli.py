@@ -22,6 +22,7 @@ from obliviate.errors import ObliviateError
 
 EXIT_USER_ERROR = 2
 EXIT_STOPPED = 3
+FULL_HELP = "print the full table (every set × metric) instead of the summary"
 EXIT_INTERRUPTED = 130
 
 
@@ -213,8 +214,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     bench = BenchmarkSpec(kind=args.benchmark, source=args.data, split=args.split, task=args.task,
                           files=_parse_files(args.file), real_world=args.real_world)
     results = evaluate(model_spec, bench, out, settings=settings, dtype=args.dtype, template=template or "chat",
-                       system_prompt=system_prompt, retain_model=args.retain_model, retain_results=args.retain_results, run_info=run_info,
-                       seed=args.seed)
+                       system_prompt=system_prompt, retain_model=args.retain_model,
+                       retain_results=args.retain_results, run_info=run_info, seed=args.seed)
     _print_results_summary(results)
     print(f"results written to {out}")
     from obliviate.reporting.model_card import update_card_with_results
@@ -396,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default="report.html", help="HTML report to write (default report.html)")
     p.add_argument("--title", default="Unlearning sweep")
     p.add_argument("--resume", action="store_true", help="resume interrupted runs from their checkpoints")
-    p.add_argument("--full", action="store_true", help="print the full table (every set × metric) instead of the summary")
+    p.add_argument("--full", action="store_true", help=FULL_HELP)
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("report", help="HTML + Markdown report comparing evaluated runs")
@@ -404,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="report.html", help="HTML file to write (default report.html)")
     p.add_argument("--markdown", default=None, help="Markdown table file (default: beside the HTML, .md)")
     p.add_argument("--title", default="Unlearning report")
-    p.add_argument("--full", action="store_true", help="print the full table (every set × metric) instead of the summary")
+    p.add_argument("--full", action="store_true", help=FULL_HELP)
     p.set_defaults(func=_cmd_report)
 
     # -- scenario commands: each module adds its own subcommand (one line each) --
@@ -415,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo_runs", help="working folder; finished steps are reused (default demo_runs)")
     p.add_argument("--model", default=None, help="model to start from (default: the built-in SmolLM2-135M)")
     p.add_argument("--fresh", action="store_true", help="redo every step instead of reusing finished ones")
-    p.add_argument("--full", action="store_true", help="print the full table (every set × metric) instead of the summary")
+    p.add_argument("--full", action="store_true", help=FULL_HELP)
     p.set_defaults(func=_cmd_demo)
     return parser
 

@@ -177,7 +177,8 @@ def test_tofus_truth_ratio_is_recorded_next_to_ours_on_the_forget_set(tiny_model
     assert tofu["higher_is_better"] is True and forget["metrics"]["truth_ratio"]["higher_is_better"] is False
     assert tofu["value"] == pytest.approx(sum(min(x, 1 / x) for x in xs) / len(xs), abs=1e-12)
     assert tofu["value"] + forget["metrics"]["truth_ratio"]["value"] == pytest.approx(1.0, abs=1e-12)
-    assert all("truth_ratio_tofu" not in r["sets"][name]["metrics"] for name in ("retain", "real_authors", "world_facts"))
+    others = ("retain", "real_authors", "world_facts")
+    assert all("truth_ratio_tofu" not in r["sets"][name]["metrics"] for name in others)
     fe = r["aggregates"]["forget_efficacy"]
     used = [forget["metrics"][m]["value"] for m in ("rouge_l", "probability", "truth_ratio")]
     assert fe["value"] == pytest.approx(1 - sum(used) / 3) and "forget.truth_ratio_tofu" not in fe["components"]

@@ -60,10 +60,12 @@ def test_summary_has_six_columns_with_directions_and_fits_a_terminal(fixture_res
 
 
 def test_summary_of_a_real_world_record_shows_the_neighbour_set():
+    forget = {"rouge_l": {"value": 0.25, "higher_is_better": False},
+              "truth_ratio": {"value": 0.5, "higher_is_better": False}}
     record = {"schema_version": 1, "run": {"method": "ME+GD"},
-              "sets": {"forget": {"kind": "forget", "metrics": {"rouge_l": {"value": 0.25, "higher_is_better": False},
-                                                                 "truth_ratio": {"value": 0.5, "higher_is_better": False}}},
-                       "neighbor": {"kind": "retain", "metrics": {"rouge_l": {"value": 0.75, "higher_is_better": True}}}},
+              "sets": {"forget": {"kind": "forget", "metrics": forget},
+                       "neighbor": {"kind": "retain",
+                                    "metrics": {"rouge_l": {"value": 0.75, "higher_is_better": True}}}},
               "aggregates": {"model_utility": {"value": 0.4, "higher_is_better": True, "partial": True,
                                                "note": "4 of 6"},
                              "forget_efficacy": {"value": 0.6, "higher_is_better": True},
@@ -72,8 +74,9 @@ def test_summary_of_a_real_world_record_shows_the_neighbour_set():
     rows = _rows(summary_table([record]))
     assert rows["model"] == ["forget ROUGE-L ↓", "forget TR ↓", "neighbor ROUGE-L ↑", "MU ↑", "FE ↑", "FQ ↑"]
     assert rows["ME+GD"] == ["0.250", "0.500", "0.750", "0.400*", "0.600", "n/a"]
-    assert [m["key"] for m in summary_metrics(record)] == ["forget.rouge_l", "forget.truth_ratio", "neighbor.rouge_l",
-                                                           "model_utility", "forget_efficacy", "forget_quality"]
+    assert [m["key"] for m in summary_metrics(record)] == [
+        "forget.rouge_l", "forget.truth_ratio", "neighbor.rouge_l", "model_utility", "forget_efficacy",
+        "forget_quality"]
 
 
 # -- model card --------------------------------------------------------------------------------------------------

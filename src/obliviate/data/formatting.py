@@ -61,8 +61,8 @@ def default_system_turn(tokenizer) -> DefaultSystemTurn | None:
     ``head + text + tail``), and both (``B``, which starts with ``S``: what follows is the user part). A
     template that inserts a default turn renders ``U`` as ``head + default + tail`` followed by the same user
     part. The text before the system turn (``lead``) is the tokenizer's BOS token when ``head`` starts with it
-    and the user turn does not, else nothing. A template that cannot render a lone system message, or renders a system message anywhere but
-    in front, is taken to insert none: that is what the messages then get.
+    and the user turn does not, else nothing. A template that cannot render a lone system message, or renders a
+    system message anywhere but in front, is taken to insert none: that is what the messages then get.
     """
     if not getattr(tokenizer, "chat_template", None):
         return None

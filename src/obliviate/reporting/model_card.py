@@ -225,7 +225,8 @@ def _body(info: Mapping[str, Any]) -> str:
     prompt = info.get("prompt_format") or {}
     if prompt:
         lines.append(f"| prompt template | {_fmt(prompt.get('template'))} |")
-        lines.append(f"| system prompt | {_fmt(prompt.get('system_prompt')) if prompt.get('system_prompt') else 'none'} |")
+        system = prompt.get("system_prompt")
+        lines.append(f"| system prompt | {_fmt(system) if system else 'none'} |")
         if prompt.get("example"):
             lines += ["", "Every question was asked in this format (the example prompt, as the model saw it):", "",
                       "```text", prompt["example"].rstrip("\n"), "```"]
