@@ -1,10 +1,10 @@
 """The compact summary: per model the six numbers a reader looks at first, narrow enough for a terminal.
 
 Per model: forget ROUGE-L, forget truth ratio, retain ROUGE-L (the neighbour set's in the real-world scenario),
-MU, FE and FQ, each with its direction arrow and the partial mark of the full table. ``obliviate report``,
-``obliviate sweep`` and ``obliviate demo`` print it and point to the full table (Markdown and HTML); the model
-card of a saved model reports the same numbers. Cells come from the full table's :func:`columns` and
-:func:`cell_for`, so the two never disagree.
+MU, FE and FQ, each with its direction arrow and the partial mark of the full table, then the lm-eval "General
+ability" table when a record has one. ``obliviate report``, ``obliviate sweep`` and ``obliviate demo`` print it
+and point to the full table (Markdown and HTML); the model card of a saved model reports the same numbers. Cells
+come from the full table's :func:`columns` and :func:`cell_for`, so the two never disagree.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from obliviate.reporting.general import general_markdown
 from obliviate.reporting.results import ModelView, markdown_cell, model_views, ordered_sets
 from obliviate.reporting.table import DOWN, NOT_AVAILABLE, PARTIAL_MARK, UP, Column, cell_for, columns, format_cell
 
@@ -77,7 +78,9 @@ def summary_table(results_list: Sequence[Mapping[str, Any]]) -> str:
         return "| " + " | ".join(padded) + " |"
 
     rule = "|" + "|".join([":" + "-" * (widths[0] + 1)] + ["-" * (w + 1) + ":" for w in widths[1:]]) + "|"
-    return "\n".join([line(header), rule, *(line(r) for r in rows)]) + "\n\n" + textwrap.fill(LEGEND, 100) + "\n"
+    # The lm-eval "General ability" table (one column per task and metric) follows when a record has one.
+    return ("\n".join([line(header), rule, *(line(r) for r in rows)]) + "\n\n" + textwrap.fill(LEGEND, 100) + "\n"
+            + general_markdown(views))
 
 
 def full_table_hint(markdown: str | Path, html: str | Path) -> str:
