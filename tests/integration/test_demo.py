@@ -7,6 +7,7 @@ import json
 import pytest
 
 from obliviate import demo
+from obliviate.reporting.model_card import read_card
 
 pytestmark = pytest.mark.integration
 
@@ -22,12 +23,23 @@ def test_demo_runs_end_to_end_and_reuses_finished_steps(tiny_model_dir, tmp_path
         fq = results[name]["aggregates"]["forget_quality"]
         assert fq["available"] is True and 0.0 <= fq["value"] <= 1.0  # against the demo's own retain model
     assert "| ME+GD" in out and "[forget] Q:" in out
+    # The compact summary and where the full table is; the full table's other columns stay in the file.
+    assert "forget ROUGE-L ↓" in out and "FQ ↑" in out and "forget Prob" not in out
+    assert f"Full table (every set × metric, with notes): {tmp_path / 'demo' / 'report.md'}" in out
+    assert "forget Prob ↓" in (tmp_path / "demo" / "report.md").read_text()
+    # Every saved model carries its card, with the summary numbers once evaluated.
+    for folder, kind in (("target", "finetune"), ("retain", "finetune"), ("me_gd", "unlearn"), ("idk_ap", "unlearn")):
+        info = read_card(tmp_path / "demo" / folder / "model")["obliviate"]
+        assert info["kind"] == kind and set(info["evaluation"]["metrics"]) >= {"forget.rouge_l", "model_utility"}
+    fq = read_card(tmp_path / "demo" / "me_gd" / "model")["obliviate"]["evaluation"]["metrics"]["forget_quality"]
+    assert fq["value"] == results["ME+GD"]["aggregates"]["forget_quality"]["value"]
     html = (tmp_path / "demo" / "report.html").read_text()
     assert "IDK+AP" in html and "<svg" in html
     stamp = (tmp_path / "demo" / "me_gd" / "results.json").stat().st_mtime_ns
 
-    demo.run_demo(tmp_path / "demo", model=str(tiny_model_dir))
+    demo.run_demo(tmp_path / "demo", model=str(tiny_model_dir), full=True)
     out = capsys.readouterr().out
     assert out.count("reusing") >= 4
+    assert "forget Prob ↓" in out and "Full table" not in out  # full=True prints the whole table
     assert (tmp_path / "demo" / "me_gd" / "results.json").stat().st_mtime_ns == stamp
     assert json.loads((tmp_path / "demo" / "me_gd" / "run.json").read_text())["status"] == "complete"
