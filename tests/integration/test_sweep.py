@@ -29,10 +29,14 @@ def test_sweep_runs_reuses_and_reports(tiny_model_dir, tmp_path, capsys):
     html = report.read_text()
     assert "GA+GD" in html and "IDK+AP" in html
     assert (tmp_path / "report.md").read_text().count("|") > 10
-    capsys.readouterr()
+    out = capsys.readouterr().out  # the compact summary, and where the full table is
+    assert "| IDK+AP" in out and "forget ROUGE-L ↓" in out and "forget Prob" not in out
+    assert f"Full table (every set × metric, with notes): {tmp_path / 'report.md'}" in out
     stamp = (tmp_path / "runs" / "GA+GD" / "run.json").stat().st_mtime_ns
-    assert main(["sweep", *configs, "--report", str(report)]) == 0
-    assert capsys.readouterr().out.count("finished before: reused") == 2
+    assert main(["sweep", *configs, "--report", str(report), "--full"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("finished before: reused") == 2
+    assert "forget Prob ↓" in out and "Full table" not in out  # --full prints the whole table
     assert (tmp_path / "runs" / "GA+GD" / "run.json").stat().st_mtime_ns == stamp
 
 
