@@ -211,8 +211,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     settings = EvalSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, set_size=args.set_size,
                             embedding_model=none(args.embedding_model), nli_model=none(args.nli_model),
                             real_world=args.real_world)
+    if args.benchmark != "wmdp" and (args.tasks or args.include_path or args.limit is not None):
+        raise ObliviateError("--tasks, --include-path and --limit are options of --benchmark wmdp")
+    if args.limit is not None and args.limit < 1:
+        raise ObliviateError(f"--limit must be >= 1, got {args.limit}")
+    tasks = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]
+    if args.tasks is not None and not tasks:
+        raise ObliviateError("--tasks: give at least one lm-eval task name, e.g. --tasks wmdp_bio,mmlu")
     bench = BenchmarkSpec(kind=args.benchmark, source=args.data, split=args.split, task=args.task,
-                          files=_parse_files(args.file), real_world=args.real_world)
+                          files=_parse_files(args.file), real_world=args.real_world, tasks=tasks,
+                          include_path=args.include_path, limit=args.limit)
     results = evaluate(model_spec, bench, out, settings=settings, dtype=args.dtype, template=template or "chat",
                        system_prompt=system_prompt, retain_model=args.retain_model,
                        retain_results=args.retain_results, run_info=run_info, seed=args.seed)
@@ -227,13 +235,21 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _print_results_summary(results: dict) -> None:
     names = ("rouge_l", "probability", "truth_ratio", "token_entropy", "cosine_similarity", "entailment")
     print(f"{'set':<14}" + "".join(f"{n[:12]:>13}" for n in names))
+    own = {n: s for n, s in results["sets"].items() if not any(m in s["metrics"] for m in names)}
     for set_name, s in results["sets"].items():
+        if set_name in own:
+            continue
         cells = []
         for n in names:
             v = s["metrics"].get(n, {}).get("value")
             arrow = "↑" if s["metrics"].get(n, {}).get("higher_is_better") else "↓"
             cells.append(f"{'n/a' if v is None else f'{v:.3f}'}{arrow}".rjust(13))
         print(f"{set_name:<14}" + "".join(cells))
+    for set_name, s in own.items():  # MUSE, WMDP: sets measured by their own metrics
+        for metric, entry in s["metrics"].items():
+            v = entry.get("value")
+            arrow = "↑" if entry.get("higher_is_better") else "↓"
+            print(f"{set_name:<22} {metric:<12} {'n/a' if v is None else f'{v:.3f}'}{arrow}  (n={s.get('size')})")
     for name, a in results["aggregates"].items():
         value = "n/a" if a.get("value") is None else f"{a['value']:.4g}"
         extra = a.get("reason") or a.get("note") or ""
@@ -365,14 +381,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a model or run folder: six metrics per set, MU, FE, FQ")
     p.add_argument("--model", required=True, help="run folder, model folder, .gguf file, alias or hub id")
-    p.add_argument("--benchmark", default="tofu", choices=["tofu", "synthetic", "real_world", "files"])
+    p.add_argument("--benchmark", default="tofu",
+                   choices=["tofu", "synthetic", "real_world", "files", "muse", "wmdp"])
     p.add_argument("--data", default=None,
-                   help="TOFU folder or locuslab/TOFU; synthetic or real-world folder (real_world: default the example)")
+                   help="TOFU folder or locuslab/TOFU; synthetic, real-world or MUSE folder, or muse-bench/MUSE-News "
+                        "(real_world, muse: default the shipped example)")
     p.add_argument("--split", default="forget05", help="TOFU forget split (forget01/05/10)")
     p.add_argument("--task", type=int, default=1, help="continual layout: the task that was forgotten")
     p.add_argument("--file", action="append", default=[], metavar="NAME=PATH",
                    help="files benchmark: a set (forget=…, retain=…, or any utility set name)")
     p.add_argument("--real-world", action="store_true", help="real-world entailment direction (generation → ref)")
+    p.add_argument("--tasks", default=None,
+                   help="wmdp: comma-separated lm-eval tasks (default wmdp_bio,wmdp_cyber,mmlu)")
+    p.add_argument("--include-path", default=None, help="wmdp: folder of extra lm-eval task YAML files")
+    p.add_argument("--limit", type=int, default=None, help="wmdp: first N documents per task (smoke tests only)")
     p.add_argument("--retain-model", default=None, help="retain model for Forget Quality")
     p.add_argument("--retain-results", default=None, help="results.json of a retain model, for Forget Quality")
     p.add_argument("--out", default=None, help="results.json path or folder (default: the run folder)")

@@ -70,6 +70,7 @@ class DataConfig:
     finetune_on: str = "full"           # finetune with `tofu`: full (target model) or retain (retain model)
     refusals: str | None = None         # refusal templates file; None = built-in set
     limit: int | None = None            # use only the first N rows of each set (quick runs)
+    format: str = "auto"                # qa | text (raw documents, chunked to model.max_length) | auto (detected)
 
 
 @dataclass
@@ -119,6 +120,11 @@ class EvalConfig:
     retain_results: str | None = None   # results.json of a retain model, for Forget Quality
     retain_model: str | None = None     # or a retain model to evaluate for it
     real_world: bool = False            # real-world entailment direction
+    benchmark: str | None = None        # null = inferred from data; or muse / wmdp (docs/muse_wmdp.md)
+    source: str | None = None           # muse: the MUSE folder or hub id (default: inferred from data.forget)
+    tasks: list[str] = field(default_factory=list)   # wmdp: lm-eval tasks (default wmdp_bio, wmdp_cyber, mmlu)
+    include_path: str | None = None     # wmdp: a folder of extra lm-eval task YAML files
+    limit: int | None = None            # wmdp: first N documents per task (smoke tests only)
 
 
 @dataclass
@@ -142,6 +148,7 @@ class UnlearnConfig:
             errors.append(f"eval.set_size: must be >= 1 or null, got {e.set_size}")
         if e.retain_results and e.retain_model:
             errors.append("eval: eval.retain_results and eval.retain_model are alternatives; give one")
+        errors += _eval_benchmark_errors(e)
         d = self.data
         if d.tofu is None and d.forget is None:
             errors.append("data: give either data.tofu (a TOFU folder or hub id) or data.forget (a QA file)")
@@ -223,10 +230,32 @@ def _common_errors(cfg: RunConfig) -> list[str]:
     if d.limit is not None and d.limit < 1:
         errors.append(f"data.limit: must be >= 1 or null, got {d.limit}")
     errors += _precision_errors(m, t)
+    from obliviate.data.texts import FORMATS
+    if d.format not in FORMATS:
+        errors.append(_choice("data.format", d.format, FORMATS))
     if lo.r < 1:
         errors.append(f"lora.r: must be >= 1, got {lo.r}")
     if not 0 <= lo.dropout < 1:
         errors.append(f"lora.dropout: must be in [0, 1), got {lo.dropout}")
+    return errors
+
+
+EVAL_BENCHMARKS = ("muse", "wmdp")
+"""``eval.benchmark`` values; left out (null), the benchmark is inferred from the data section."""
+
+
+def _eval_benchmark_errors(e: EvalConfig) -> list[str]:
+    errors = []
+    if e.benchmark is not None and e.benchmark not in EVAL_BENCHMARKS:
+        errors.append(_choice("eval.benchmark", e.benchmark, EVAL_BENCHMARKS))
+    if e.limit is not None and e.limit < 1:
+        errors.append(f"eval.limit: must be >= 1 or null, got {e.limit}")
+    if e.benchmark != "wmdp":
+        for key in ("tasks", "include_path", "limit"):
+            if getattr(e, key):
+                errors.append(f"eval.{key}: only read by eval.benchmark=wmdp (lm-eval tasks)")
+    if e.source is not None and e.benchmark != "muse":
+        errors.append("eval.source: only read by eval.benchmark=muse (a MUSE folder or hub id)")
     return errors
 
 
@@ -469,7 +498,8 @@ def run_inputs(cfg: RunConfig, source: str | None = None) -> list[tuple[str, str
               ("data.retain", d.retain), ("data.refusals", d.refusals), ("model.name", cfg.model.name)]
     inputs += [(f"data.train[{i}]", path) for i, path in enumerate(d.train)]
     if e is not None:
-        inputs += [("eval.retain_results", e.retain_results), ("eval.retain_model", e.retain_model)]
+        inputs += [("eval.retain_results", e.retain_results), ("eval.retain_model", e.retain_model),
+                   ("eval.source", e.source), ("eval.include_path", e.include_path)]
     continual = getattr(cfg, "continual", None)
     if continual is not None:
         inputs.append(("continual.top_up", continual.top_up))

@@ -29,3 +29,15 @@ class QARecord:
     def eval_answer(self) -> str:
         """The answer evaluation compares against: ``golden_answer`` where present (real-world), else ``answer``."""
         return self.golden_answer if self.golden_answer is not None else self.answer
+
+
+@dataclass(frozen=True)
+class TextRecord:
+    """One document of raw text (a news article, a book chapter, a corpus row): trained on as it is, every token
+    labelled, with no question and no prompt template (MUSE and WMDP train on text, docs/muse_wmdp.md).
+
+    ``source`` says where it came from (``file:line``, ``file:element N`` or ``hub-id[config/split]:row N``).
+    """
+
+    text: str
+    source: str | None = None

@@ -165,6 +165,19 @@ for _spec in (
         False,
         True,
     ),
+    MetricSpec(
+        "rouge_l_f1",
+        "ROUGE-L F1 of the greedy continuation or answer against the reference, no stemming (MUSE's VerbMem and "
+        "KnowMem; docs/muse_wmdp.md)",
+        False,
+        True,
+    ),
+    MetricSpec(
+        "accuracy",
+        "multiple-choice accuracy through lm-eval (WMDP: lower is better on the hazardous-knowledge sets)",
+        False,
+        True,
+    ),
 ):
     register_metric(_spec)
 
@@ -207,6 +220,23 @@ def _rouge_scorer() -> Any:
             "ROUGE needs the 'rouge-score' package: pip install 'obliviate[eval]'"
         ) from err
     return rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
+
+
+def _rouge_scorer_unstemmed() -> Any:
+    try:
+        from rouge_score import rouge_scorer
+    except ImportError as err:
+        raise ObliviateError("ROUGE needs the 'rouge-score' package: pip install 'obliviate[eval]'") from err
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+
+
+def rouge_l_f1(generations: Sequence[str], references: Sequence[str]) -> list[float]:
+    """ROUGE-L F1 of each generation against its reference, ``rouge_score`` without the stemmer: MUSE's
+    VerbMem and KnowMem score (Shi et al., 2024; its released evaluation builds the scorer that way)."""
+    if len(generations) != len(references):
+        raise ValueError(f"{len(generations)} generations for {len(references)} references")
+    scorer = _rouge_scorer_unstemmed()
+    return [float(scorer.score(target=r, prediction=g)["rougeL"].fmeasure) for g, r in zip(generations, references)]
 
 
 def rouge_recall(generations: Sequence[str], references: Sequence[str]) -> dict[str, list[float]]:

@@ -6,6 +6,8 @@ Benchmarks:
 ``synthetic``  a folder written by ``obliviate synth``
 ``real_world`` a folder in the real-world layout (forget + neighbour people), or the shipped example
 ``files``      explicit files: ``forget=…``, ``retain=…`` and any utility sets (real-world layout included)
+``muse``       a MUSE folder or hub id: verbatim and knowledge memorisation, privacy leakage (docs/muse_wmdp.md)
+``wmdp``       lm-eval multiple-choice tasks: WMDP's hazardous-knowledge sets and MMLU (docs/muse_wmdp.md)
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import hashlib
 import json
 import platform
 import subprocess
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,7 +33,7 @@ from obliviate.outputs import OutputLock, creation_problem
 from obliviate.evaluation.suite import EvalSet, EvalSettings, Scorers, evaluate_model, forget_truth_x
 
 SCHEMA_VERSION = 1
-BENCHMARKS = ("tofu", "synthetic", "real_world", "files")
+BENCHMARKS = ("tofu", "synthetic", "real_world", "files", "muse", "wmdp")
 
 
 @dataclass
@@ -41,6 +44,9 @@ class BenchmarkSpec:
     task: int = 1
     files: dict[str, str] = field(default_factory=dict)   # kind "files": set name -> file
     real_world: bool = False
+    tasks: list[str] = field(default_factory=list)        # kind "wmdp": lm-eval tasks (default: WMDP_TASKS)
+    include_path: str | None = None                       # kind "wmdp": extra lm-eval task YAML files
+    limit: int | None = None                              # kind "wmdp": first N documents per task
 
 
 @dataclass
@@ -48,6 +54,9 @@ class LoadedBenchmark:
     sets: list[EvalSet]
     info: dict
     files: list[Path]
+    # Benchmarks with their own measures (MUSE, WMDP): evaluator(model, tokenizer, settings) -> the record's
+    # sections ("sets", "aggregates" and any of their own); None for the question-answer suite.
+    evaluator: Callable[..., dict] | None = None
 
 
 def _utility_records(path: Path):
@@ -80,6 +89,12 @@ def load_benchmark(spec: BenchmarkSpec) -> LoadedBenchmark:
     if spec.kind == "real_world":
         from obliviate.benchmarks.real_world import real_world_benchmark
         return real_world_benchmark(spec.source)
+    if spec.kind == "muse":
+        from obliviate.benchmarks.muse import muse_benchmark
+        return muse_benchmark(spec.source)
+    if spec.kind == "wmdp":
+        from obliviate.benchmarks.wmdp import wmdp_benchmark
+        return wmdp_benchmark(spec.tasks, include_path=spec.include_path, limit=spec.limit)
     if spec.kind == "synthetic":
         from obliviate.benchmarks.synthetic import load_manifest
         folder = Path(spec.source or "")
@@ -207,11 +222,16 @@ def _evaluate(model_spec: str, loaded: LoadedBenchmark, out_path: Path, *, setti
     from obliviate.models import load_model
 
     settings.real_world = settings.real_world or bool(loaded.info.get("real_world"))
-    scorers = scorers or Scorers.load(settings)
     torch.manual_seed(seed)
     if model is None:
         model, tokenizer = load_model(str(model_path or model_spec), dtype=dtype)
     check_finite_model(model, model_spec)
+    if loaded.evaluator is not None:
+        body = loaded.evaluator(model, tokenizer, settings)
+        return _write_record(out_path, body, model_spec=model_spec, model=model, template=template,
+                             run_info=run_info, loaded=loaded, seed=seed, settings=settings, scorers=None,
+                             retain_model=retain_model, retain_results=retain_results)
+    scorers = scorers or Scorers.load(settings)
     formatter = PromptFormatter(tokenizer, template, system_prompt=system_prompt)
 
     forget_set = next((s for s in loaded.sets if s.kind == "forget"), None)
@@ -230,6 +250,14 @@ def _evaluate(model_spec: str, loaded: LoadedBenchmark, out_path: Path, *, setti
             fq_reason = "no retain model: pass --retain-model or --retain-results"
     body = evaluate_model(model, formatter, loaded.sets, scorers=scorers, settings=settings,
                           retain_truth_x=retain_x, fq_reason=fq_reason)
+    return _write_record(out_path, body, model_spec=model_spec, model=model, template=template, run_info=run_info,
+                         loaded=loaded, seed=seed, settings=settings, scorers=scorers, retain_model=retain_model,
+                         retain_results=retain_results)
+
+
+def _write_record(out_path: Path, body: dict, *, model_spec: str, model, template: str, run_info: dict | None,
+                  loaded: LoadedBenchmark, seed: int, settings: EvalSettings, scorers: Scorers | None,
+                  retain_model: str | None, retain_results: str | Path | None) -> dict:
     record = {
         "schema_version": SCHEMA_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -240,8 +268,8 @@ def _evaluate(model_spec: str, loaded: LoadedBenchmark, out_path: Path, *, setti
         "benchmark": loaded.info,
         "environment": environment(),
         "seed": seed,
-        "data_hashes": {p.name: _sha256(p) for p in loaded.files if p.is_file()},
-        "settings": {**asdict(settings), **scorers.settings,
+        "data_hashes": _data_hashes(loaded.files),
+        "settings": {**asdict(settings), **(scorers.settings if scorers is not None else {}),
                      "retain_model": retain_model, "retain_results": str(retain_results) if retain_results else None},
         **body,
     }
@@ -251,6 +279,14 @@ def _evaluate(model_spec: str, loaded: LoadedBenchmark, out_path: Path, *, setti
         record["general_ability"] = previous
     write_json_atomic(out_path, record, what="the results")
     return record
+
+
+def _data_hashes(files: list[Path]) -> dict[str, str]:
+    """``{file name: sha256}``; names that repeat (MUSE's verbmem/forget.json and privleak/forget.json) are
+    written with their folder."""
+    present = [p for p in files if p.is_file()]
+    names = [p.name for p in present]
+    return {(p.name if names.count(p.name) == 1 else f"{p.parent.name}/{p.name}"): _sha256(p) for p in present}
 
 
 def _previous_general_ability(path: Path, model_spec: str) -> dict | None:

@@ -11,6 +11,11 @@ Each example is a dict of *parts*, one per kind of sequence an objective reads (
 
 Only the parts a method needs are built. Draws are seeded by (seed, epoch, item), so a run is reproducible
 and a run resumed from a checkpoint sees exactly the batches an uninterrupted one would.
+
+Either set may be raw text (:class:`~obliviate.data.records.TextRecord`, docs/muse_wmdp.md): its documents are
+cut into chunks of ``max_length`` tokens with every token labelled (:func:`~obliviate.data.texts.encode_texts`),
+and each chunk is one item. Parts built from questions (refusals, mismatched answers) need question–answer
+pairs and refuse text.
 """
 
 from __future__ import annotations
@@ -22,11 +27,16 @@ from torch.utils.data import Dataset
 
 from obliviate.data.collate import collate_examples
 from obliviate.data.formatting import EncodedExample, PromptFormatter
-from obliviate.data.records import QARecord
+from obliviate.data.records import QARecord, TextRecord
+from obliviate.data.texts import encode_texts
 from obliviate.errors import ObliviateError
 
 PARTS = ("forget", "forget_idk", "retain", "retain_idk", "forget_mismatch")
 FORGET_SIDE = ("forget", "forget_idk", "forget_mismatch")
+
+def is_text(records: Sequence) -> bool:
+    """True when ``records`` are raw-text documents rather than question–answer pairs."""
+    return bool(records) and isinstance(records[0], TextRecord)
 
 
 def _example(enc: EncodedExample, *, full: bool = False) -> dict:
@@ -42,8 +52,9 @@ class UnlearningDataset(Dataset):
     forget term then sees the whole sequence, padding excluded); retain-side parts always label answers only.
     """
 
-    def __init__(self, forget: Sequence[QARecord], retain: Sequence[QARecord], formatter: PromptFormatter, *,
-                 parts: Iterable[str], mask: bool = True, refusals: Sequence[str] = (), seed: int = 0):
+    def __init__(self, forget: Sequence[QARecord | TextRecord], retain: Sequence[QARecord | TextRecord],
+                 formatter: PromptFormatter, *, parts: Iterable[str], mask: bool = True,
+                 refusals: Sequence[str] = (), seed: int = 0):
         self.parts = tuple(p for p in PARTS if p in set(parts))
         unknown = set(parts) - set(PARTS)
         if unknown:
@@ -59,8 +70,22 @@ class UnlearningDataset(Dataset):
             raise ObliviateError("this method needs a retain set, and the retain set is empty")
         if needs_refusals and not refusals:
             raise ObliviateError("this method answers with refusals, and no refusal templates were given")
-        self.forget = list(forget)
-        self.retain = list(retain)
+        text_sets = {"forget": is_text(forget), "retain": is_text(retain)}
+        question_parts = [p for p in self.parts if p in ("forget_idk", "retain_idk", "forget_mismatch")]
+        for part in question_parts:
+            needs = ("forget", "retain") if part == "forget_mismatch" else (part.split("_")[0],)
+            for name in needs:
+                if text_sets[name]:
+                    raise ObliviateError(f"the {name} set is raw text, and this method's '{part}' part is built from "
+                                         f"question-answer pairs; on text use a method whose terms read the text "
+                                         f"itself (GA, NPO, ME with GD or KL)")
+        # Text documents become chunks of max_length tokens, each one item (module docstring).
+        self._forget_chunks = encode_texts(formatter.tokenizer, forget, formatter.max_length) \
+            if text_sets["forget"] else None
+        retain_chunks = encode_texts(formatter.tokenizer, retain, formatter.max_length) \
+            if text_sets["retain"] else None
+        self.forget = list(self._forget_chunks) if self._forget_chunks is not None else list(forget)
+        self.retain = list(retain_chunks) if retain_chunks is not None else list(retain)
         self.formatter = formatter
         self.mask = mask
         self.refusals = list(refusals)
@@ -70,13 +95,16 @@ class UnlearningDataset(Dataset):
         # Summed reference log-probs per part, filled in once by the trainer (NPO, DPO).
         self.ref_logps: dict[str, list[float]] = {}
         # Forget-side encodings and refusals never change across epochs: encode once.
-        self._forget_enc = [formatter.encode(r.question, r.answer) for r in self.forget] \
-            if "forget" in self.parts else []
+        if self._forget_chunks is not None:
+            self._forget_enc = list(self._forget_chunks) if "forget" in self.parts else []
+        else:
+            self._forget_enc = [formatter.encode(r.question, r.answer) for r in self.forget] \
+                if "forget" in self.parts else []
         self._forget_refusal = [self._rng("refusal", i).choice(self.refusals) for i in range(len(self.forget))] \
             if "forget_idk" in self.parts else []
         self._forget_idk_enc = [formatter.encode(r.question, idk) for r, idk in
                                 zip(self.forget, self._forget_refusal)]
-        self._retain_enc: dict[int, EncodedExample] = {}
+        self._retain_enc: dict[int, EncodedExample] = dict(enumerate(retain_chunks)) if retain_chunks else {}
 
     def _rng(self, what: str, index: int, epoch: int | None = None) -> random.Random:
         # String seeds are hashed with SHA-512 by `random`, independent of PYTHONHASHSEED.

@@ -39,7 +39,7 @@ from obliviate.config import FinetuneConfig, RunConfig, UnlearnConfig, config_to
 from obliviate.data.formatting import PromptFormatter
 from obliviate.data.loading import load_qa
 from obliviate.data.refusals import load_refusals
-from obliviate.data.records import QARecord
+from obliviate.data.records import QARecord, TextRecord
 from obliviate.errors import ConfigError, DataError, ObliviateError
 from obliviate.files import write_json_atomic, write_text_atomic
 from obliviate.objectives import ObjectiveParams, resolve_method
@@ -63,8 +63,13 @@ class RunResult:
 
 
 # -- data -----------------------------------------------------------------------------------------------------
-def _load_set(spec: str, limit: int | None) -> list[QARecord]:
-    """A QA file, or a hub dataset written ``owner/name:config``."""
+def _load_set(spec: str, limit: int | None, data_format: str = "qa") -> list[QARecord] | list[TextRecord]:
+    """A QA file, or a hub dataset written ``owner/name:config``; with ``data_format`` text or auto, raw text
+    (a ``.txt`` file, JSON rows of texts, or ``owner/name:config:split``; docs/muse_wmdp.md)."""
+    from obliviate.data.texts import detect_format, load_texts
+
+    if data_format == "text" or (data_format == "auto" and detect_format(spec) == "text"):
+        return load_texts(spec, limit=limit)
     if not Path(spec).expanduser().exists() and ":" in spec:
         hub_id, _, hub_config = spec.rpartition(":")
         return load_qa(hub_id, hub_config=hub_config, limit=limit)
@@ -82,8 +87,8 @@ def load_unlearning_data(cfg: UnlearnConfig) -> tuple[list[QARecord], list[QARec
         from obliviate.benchmarks.tofu import load_tofu
         splits = load_tofu(d.tofu, d.split, task=d.task)
         return _limit(splits.forget, d.limit), _limit(splits.retain, d.limit)
-    forget = _load_set(d.forget, d.limit)
-    retain = _load_set(d.retain, d.limit) if d.retain else []
+    forget = _load_set(d.forget, d.limit, d.format)
+    retain = _load_set(d.retain, d.limit, d.format) if d.retain else []
     return forget, retain
 
 
@@ -93,10 +98,13 @@ def check_training_sets(forget: list[QARecord], retain: list[QARecord]) -> None:
     Unlearning pushes the forget answers away and pulls the retain answers in: on a question in both sets the
     two objectives fight, and a retain set equal to the forget set undoes the run.
     """
-    forget_q, retain_q = Counter(r.question for r in forget), Counter(r.question for r in retain)
+    from obliviate.data.texts import record_key
+
+    forget_q, retain_q = Counter(map(record_key, forget)), Counter(map(record_key, retain))
     if forget and retain and set(forget_q) == set(retain_q):
-        raise DataError(f"the retain set asks the same {len(retain_q)} questions as the forget set; give a "
-                        f"retain set of other questions (data.retain)")
+        what = "texts" if isinstance(forget[0], TextRecord) else "questions"
+        raise DataError(f"the retain set holds the same {len(retain_q)} {what} as the forget set; give a "
+                        f"retain set of other {what} (data.retain)")
     shared = sorted(set(forget_q) & set(retain_q))
     if shared:
         log.warning("%d question%s of the forget set %s also in the retain set (first: %r); the two objectives "
@@ -121,9 +129,12 @@ def load_finetune_data(cfg: FinetuneConfig) -> list[QARecord]:
             full = load_tofu(d.tofu, "forget10", task=1)
             rows = full.forget + full.retain
         return _limit(rows, d.limit)
-    rows: list[QARecord] = []
+    rows: list = []
     for spec in d.train:
-        rows += _load_set(spec, d.limit)
+        rows += _load_set(spec, d.limit, d.format)
+    if len({type(r) for r in rows}) > 1:
+        raise ObliviateError("data.train mixes question-answer files and text files; fine-tune on one kind "
+                             "(or run twice)")
     return rows
 
 
@@ -431,10 +442,25 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
 
 
 def eval_benchmark(cfg: UnlearnConfig):
-    """The benchmark an unlearning run is evaluated on, inferred from its data section."""
+    """The benchmark an unlearning run is evaluated on: ``eval.benchmark`` (muse, wmdp) when given, else inferred
+    from its data section (a forget file inside a MUSE folder is evaluated on MUSE)."""
+    from obliviate.benchmarks.muse import find_muse_root
+    from obliviate.data.texts import detect_format
     from obliviate.evaluation.runner import BenchmarkSpec
 
-    d = cfg.data
+    d, e = cfg.data, cfg.eval
+    if e.benchmark == "wmdp":
+        return BenchmarkSpec(kind="wmdp", tasks=list(e.tasks), include_path=e.include_path, limit=e.limit)
+    muse_root = find_muse_root(d.forget)
+    if e.benchmark == "muse" or (d.tofu is None and muse_root is not None):
+        source = e.source or (str(muse_root) if muse_root is not None else None)
+        if source is None:
+            raise ConfigError(["eval.source: eval.benchmark=muse needs a MUSE folder or hub id (the forget file "
+                               "is not inside one)"])
+        return BenchmarkSpec(kind="muse", source=source)
+    if d.tofu is None and (d.format == "text" or (d.format == "auto" and detect_format(d.forget) == "text")):
+        raise ConfigError(["eval.benchmark: the forget set is raw text, which the question-answer evaluation "
+                           "cannot score; set eval.benchmark to muse or wmdp, or eval.enabled=false"])
     if d.tofu is not None:
         return BenchmarkSpec(kind="tofu", source=d.tofu, split=d.split, task=d.task, real_world=cfg.eval.real_world)
     folder = Path(d.forget).parent
