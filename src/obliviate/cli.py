@@ -324,6 +324,51 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_attack(args: argparse.Namespace) -> int:
+    """A robustness probe on an unlearning run, written into its results.json (docs/robustness.md)."""
+    from obliviate import robustness as R
+
+    for name in ("batch_size", "max_new_tokens"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ObliviateError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.set_size is not None and args.set_size < 1:
+        raise ObliviateError(f"--set-size must be >= 1 (or left out for every row), got {args.set_size}")
+    none = lambda v: None if v in (None, "none", "") else v  # noqa: E731
+    ctx = R.probe_context(args.run, target=args.target, retain=args.retain, results=args.results,
+                          set_size=args.set_size, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                          embedding_model=none(args.embedding_model), nli_model=none(args.nli_model))
+    if args.probe == "relearn":
+        section = R.relearn_probe(ctx, steps=args.steps, data=args.data, count=args.count, control=args.control,
+                                  learning_rate=args.lr, batch_size=args.train_batch_size, seed=args.seed)
+    elif args.probe == "paraphrase":
+        section = R.paraphrase_probe(ctx)
+    else:
+        bits = []
+        for item in args.bits.split(","):
+            if item.strip() not in ("8", "4"):
+                raise ObliviateError(f"--bits: expected a comma-separated list of 8 and 4, got {args.bits!r}")
+            bits.append(int(item))
+        if args.group_size is not None and args.group_size < 1:
+            raise ObliviateError(f"--group-size must be >= 1, got {args.group_size}")
+        section = R.quantization_probe(ctx, bits=bits, backend=args.backend, group_size=args.group_size)
+    name = "quantization" if args.probe == "quantize" else args.probe
+    R.add_probe_section(ctx.results_path, name, section)
+    _print_probe(section)
+    print(f"probe '{name}' written to {ctx.results_path} under probes.{name}")
+    return 0
+
+
+def _print_probe(section: dict) -> None:
+    for row in section["rows"]:
+        for set_name, metrics in row["sets"].items():
+            cells = "  ".join(f"{m} {'n/a' if e.get('value') is None else format(e['value'], '.3f')}"
+                              for m, e in metrics.items() if m in ("rouge_l", "probability", "truth_ratio",
+                                                                   "rouge_l_f1", "accuracy"))
+            print(f"{row['label']:<28} {set_name:<28} {cells}")
+    for role, reason in section.get("anchors_unavailable", {}).items():
+        print(f"{role}: not measured ({reason})")
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -430,6 +475,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help=FULL_HELP)
     p.set_defaults(func=_cmd_report)
 
+    p = sub.add_parser("attack", help="robustness probes on an unlearning run: relearn, paraphrase, quantize "
+                                      "(docs/robustness.md)")
+    probes = p.add_subparsers(dest="probe", required=True, metavar="PROBE")
+    helps = {"relearn": "fine-tune a few steps on part of the forget set (and on control data); measure the rest",
+             "paraphrase": "the forget set asked with its rephrased questions as well as the original ones",
+             "quantize": "the unlearned model after 8-bit and 4-bit weight quantisation"}
+    for probe, text in helps.items():
+        q = probes.add_parser(probe, help=text)
+        q.add_argument("run", metavar="RUN", help="an unlearning run folder (run.json, config.yaml, model/)")
+        q.add_argument("--target", default=None, help="target model anchor (default: the run's starting model)")
+        q.add_argument("--retain", default=None, help="retain model anchor (default: the run's eval.retain_model)")
+        q.add_argument("--results", default=None, help="results.json to add the probe to (default: the run's)")
+        q.add_argument("--set-size", type=int, default=None, help="first N rows of each set (default: the run's)")
+        q.add_argument("--batch-size", type=int, default=None, help="evaluation batch size (default: the run's)")
+        q.add_argument("--max-new-tokens", type=int, default=None, help="generation length (default: the run's)")
+        q.add_argument("--embedding-model", default="none", help="for cosine similarity (default: none)")
+        q.add_argument("--nli-model", default="none", help="for the entailment score (default: none)")
+        if probe == "relearn":
+            q.add_argument("--data", default=None, metavar="FORGET_SUBSET",
+                           help="QA file of forget rows to relearn on")
+            q.add_argument("--count", type=int, default=None, help="or: relearn on N forget rows drawn with --seed")
+            q.add_argument("--steps", type=int, required=True, help="fine-tuning steps")
+            q.add_argument("--lr", type=float, default=1e-5, help="learning rate (default 1e-5)")
+            q.add_argument("--train-batch-size", type=int, default=4, help="rows per step (default 4)")
+            q.add_argument("--control", default=None,
+                           help="QA file of unrelated rows for the control (default: as many retain rows)")
+            q.add_argument("--seed", type=int, default=0)
+        if probe == "quantize":
+            q.add_argument("--bits", default="8,4", help="comma-separated: 8 and/or 4 (default 8,4)")
+            q.add_argument("--backend", default=None, choices=["torchao", "bitsandbytes"],
+                           help="default: bitsandbytes on a CUDA machine that has it, else torchao")
+            q.add_argument("--group-size", type=int, default=None, help="4-bit: weights per scale (default 128)")
+        q.set_defaults(func=_cmd_attack)
+
     # -- scenario commands: each module adds its own subcommand (one line each) --
     __import__("obliviate.scenarios.continual", fromlist=["add_subcommand"]).add_subcommand(sub)
     __import__("obliviate.evaluation.general", fromlist=["add_subcommand"]).add_subcommand(sub)
@@ -448,6 +527,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # torchao (the quantisation extra) logs at import, which transformers does on every model load: that its
+        # GPU kernels are absent on a CPU machine. Nothing obliviate uses needs them (docs/robustness.md).
+        for name in ("torchao", "torch.utils._pytree"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     try:
         return args.func(args)
     except ObliviateError as exc:

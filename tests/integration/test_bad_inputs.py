@@ -100,6 +100,17 @@ def _config(w: World, text: str) -> str:
     return w.file("config.yaml", text)
 
 
+def _probe_run(w: World, *, results: bool = True) -> str:
+    """A finished-looking unlearning run of the tiny model on the shared forget/retain files, whose results.json
+    holds nothing (the probes refuse before they read it)."""
+    config = (f"kind: unlearn\nmodel:\n  name: {w.tiny}\ndata:\n  forget: {w.forget}\n  retain: {w.retain}\n"
+              f"output_dir: {w.tmp / 'run'}\neval:\n  embedding_model: null\n  nli_model: null\n")
+    folder = w.run_folder("run", '{"status": "complete", "kind": "unlearn"}', config)
+    if results:
+        Path(folder, "results.json").write_text('{"schema_version": 1, "sets": {}, "aggregates": {}}')
+    return folder
+
+
 CUDA = torch.cuda.is_available()
 ROW_THEN_BAD_ROW = json.dumps({"question": "Q?", "answer": "A."}) + "\n" + json.dumps({"question": "Q2?"}) + "\n"
 
@@ -330,6 +341,76 @@ CASES = [
     Case("demo-out-is-a-file", lambda w: ["demo", "--out", w.file("notes.txt", "x")], ("--out", "notes.txt")),
     Case("demo-model-missing", lambda w: ["demo", "--out", str(w.tmp / "demo"), "--model", "/no/such/model"],
          ("/no/such/model",)),
+    # -- raw text, MUSE, WMDP ---------------------------------------------------------------------------------
+    Case("unlearn-data-format-unknown", lambda w: w.unlearn("data.format=csv"), ("data.format", "csv")),
+    Case("unlearn-text-empty-file", lambda w: w.unlearn(f"data.forget={w.file('forget.txt', '  ')}"),
+         ("forget.txt", "empty")),
+    Case("unlearn-text-bad-row",
+         lambda w: w.unlearn(f"data.forget={w.file('corpus.jsonl', json.dumps({'text': 'An article.'}) + chr(10) + json.dumps({'text': 5}) + chr(10))}",
+                             "data.format=text"),
+         ("corpus.jsonl", "line 2", "field 'text'")),
+    Case("unlearn-text-with-refusals",
+         lambda w: w.unlearn(f"data.forget={w.file('forget.txt', 'Velmouth opened its tidal bridge on Tuesday.')}",
+                             "method.name=IDK+GD"),
+         ("raw text", "forget_idk")),
+    Case("unlearn-text-eval-without-benchmark",
+         lambda w: w.unlearn(f"data.forget={w.file('forget.txt', 'Velmouth opened its tidal bridge on Tuesday.')}",
+                             "eval.enabled=true"),
+         ("eval.benchmark", "raw text")),
+    Case("unlearn-eval-tasks-without-wmdp", lambda w: w.unlearn("eval.tasks=[wmdp_bio]"),
+         ("eval.tasks", "wmdp")),
+    Case("unlearn-eval-benchmark-unknown", lambda w: w.unlearn("eval.benchmark=mmlu"), ("eval.benchmark", "mmlu")),
+    Case("eval-muse-data-is-a-file",
+         lambda w: ["eval", "--model", str(w.tiny), "--benchmark", "muse", "--data", w.file("notes.txt", "x"),
+                    "--out", str(w.tmp / "r.json")],
+         ("notes.txt", "MUSE folder")),
+    Case("eval-muse-folder-without-sets",
+         lambda w: (w.file("muse/raw/forget.txt", "text"),
+                    ["eval", "--model", str(w.tiny), "--benchmark", "muse", "--data", str(w.tmp / "muse"),
+                     "--out", str(w.tmp / "r.json")])[1],
+         ("muse", "not a MUSE folder")),
+    Case("eval-muse-row-without-gt",
+         lambda w: (w.file("muse/verbmem/forget.json", json.dumps([{"prompt": "The harbour town of"}])),
+                    ["eval", "--model", str(w.tiny), "--benchmark", "muse", "--data", str(w.tmp / "muse"),
+                     "--out", str(w.tmp / "r.json")])[1],
+         ("forget.json", "element 0", "field 'gt'")),
+    Case("eval-wmdp-options-on-another-benchmark", lambda w: w.eval("--tasks", "wmdp_bio"),
+         ("--tasks", "--benchmark wmdp")),
+    Case("eval-wmdp-limit-0",
+         lambda w: ["eval", "--model", str(w.tiny), "--benchmark", "wmdp", "--limit", "0", "--out",
+                    str(w.tmp / "r.json")],
+         ("--limit", ">= 1")),
+    # -- attack -----------------------------------------------------------------------------------------------
+    Case("attack-relearn-not-a-run", lambda w: ["attack", "relearn", str(w.tmp / "nothing"), "--steps", "1",
+                                                "--count", "1"],
+         ("nothing", "not a finished run folder")),
+    Case("attack-relearn-no-results", lambda w: ["attack", "relearn", _probe_run(w, results=False), "--steps", "1",
+                                                 "--count", "1"],
+         ("results.json", "evaluate the run first")),
+    Case("attack-relearn-steps-0", lambda w: ["attack", "relearn", _probe_run(w), "--steps", "0", "--count", "1"],
+         ("--steps", ">= 1")),
+    Case("attack-relearn-data-and-count",
+         lambda w: ["attack", "relearn", _probe_run(w), "--steps", "1", "--count", "1", "--data", w.forget],
+         ("--data", "--count")),
+    Case("attack-relearn-count-too-big", lambda w: ["attack", "relearn", _probe_run(w), "--steps", "1",
+                                                    "--count", "2"],
+         ("--count", "between 1 and 1")),
+    Case("attack-relearn-rows-not-forgotten",
+         lambda w: ["attack", "relearn", _probe_run(w), "--steps", "1", "--data", w.retain],
+         ("retain.json", "not in the run's forget set")),
+    Case("attack-relearn-control-holds-forget-rows",
+         lambda w: ["attack", "relearn", _probe_run(w), "--steps", "1", "--count", "1", "--control", w.forget],
+         ("forget.json", "forget rows")),
+    Case("attack-paraphrase-no-rephrasings", lambda w: ["attack", "paraphrase", _probe_run(w)],
+         ("no rephrased questions",)),
+    Case("attack-quantize-bits-3", lambda w: ["attack", "quantize", _probe_run(w), "--bits", "3"],
+         ("--bits", "8 and 4")),
+    Case("attack-quantize-bitsandbytes-on-cpu",
+         lambda w: ["attack", "quantize", _probe_run(w), "--backend", "bitsandbytes"],
+         ("bitsandbytes", "CUDA"), skip="this machine has CUDA" if CUDA else None),
+    Case("attack-quantize-a-finetune-run",
+         lambda w: ["attack", "quantize", w.run_folder("ft", '{"kind": "finetune"}', "kind: finetune\n")],
+         ("finetune run",)),
     Case("no-command", lambda w: [], ("required",)),
     Case("unknown-command", lambda w: ["unlern"], ("invalid choice", "unlern")),
 ]
