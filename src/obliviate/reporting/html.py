@@ -20,6 +20,7 @@ from typing import Any
 
 from obliviate.errors import ObliviateError
 from obliviate.reporting.continual import continual_section
+from obliviate.reporting.probes import probes_html
 from obliviate.reporting.general import general_html
 from obliviate.reporting.results import ModelView, model_views, ordered_sets, set_title
 from obliviate.reporting.table import (
@@ -174,6 +175,7 @@ def html_report(results_list: Sequence[Mapping[str, Any]], title: str = DEFAULT_
         _header_html(views, title, colors),
         _table_section(views, cols),
         general_html(views),  # empty unless a record has lm-eval general-ability scores
+        probes_html(views),  # empty unless a record has robustness probes
         _scatter_section(views, cols, colors),
         continual_section(views),  # empty unless the records are the steps of a continual run
         _bars_section(views, cols, colors),

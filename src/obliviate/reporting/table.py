@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from obliviate.reporting.general import general_markdown
+from obliviate.reporting.probes import probes_markdown
 from obliviate.reporting.results import (
     AGGREGATES,
     EXTRA_METRICS,
@@ -79,7 +80,8 @@ def columns(views: Sequence[ModelView]) -> list[Column]:
     """
     out: list[Column] = []
     for set_name in ordered_sets(views):
-        for metric, short, full in METRICS:
+        own = _own_metrics(views, set_name)
+        for metric, short, full in own or METRICS:
             out.append(_column(views, set_name, metric, short, full))
             for extra, extra_short, extra_full, after in EXTRA_METRICS:
                 if after == metric and any(extra in v.sets[set_name].metrics for v in views if set_name in v.sets):
@@ -87,6 +89,27 @@ def columns(views: Sequence[ModelView]) -> list[Column]:
     for metric, short, full in AGGREGATES:
         out.append(_column(views, None, metric, short, full))
     return out
+
+
+OWN_METRICS: dict[str, tuple[str, str]] = {
+    "rouge_l_f1": ("ROUGE-L F1", "ROUGE-L F1 (MUSE)"),
+    "accuracy": ("Acc", "Multiple-choice accuracy (lm-eval)"),
+}
+"""Labels of the metrics that sets of other benchmarks (MUSE, WMDP) are measured by."""
+
+
+def _own_metrics(views: Sequence[ModelView], set_name: str) -> list[tuple[str, str, str]]:
+    """A set measured by none of the six metrics (MUSE's, WMDP's) gets columns for the metrics it has."""
+    six = {m for m, _, _ in METRICS}
+    names: list[str] = []
+    for view in views:
+        set_view = view.sets.get(set_name)
+        if set_view is None:
+            continue
+        if six & set(set_view.metrics):
+            return []
+        names += [m for m in set_view.metrics if m not in names]
+    return [(m, *OWN_METRICS.get(m, (m, m))) for m in names]
 
 
 def _column(views: Sequence[ModelView], set_name: str | None, metric: str, short: str, full: str) -> Column:
@@ -218,7 +241,8 @@ def markdown_table(results_list: Sequence[Mapping[str, Any]]) -> str:
         names = ", ".join(c.key for c in conflicts)
         notes.append(f"Records disagree on the direction of {names}; the first record's direction is shown.")
     # The lm-eval "General ability" table follows, when any record has one.
-    return "\n".join(lines) + "\n\n" + "\n".join(_join_paragraphs(notes)) + "\n" + general_markdown(views)
+    return ("\n".join(lines) + "\n\n" + "\n".join(_join_paragraphs(notes)) + "\n" + general_markdown(views)
+            + probes_markdown(views))
 
 
 def _join_paragraphs(notes: list[str]) -> list[str]:
