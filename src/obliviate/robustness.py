@@ -13,8 +13,8 @@ set) measured the same way as the two anchors:
                   Zhang et al., 2024, arXiv 2410.16454).
 
 A section (docs/robustness.md) holds ``rows``: one per measured model (``role`` unlearned / probe / anchor), each
-with the metrics of every measured set; ``recovery`` gives, per probe row and forget metric, the share of what
-unlearning removed that came back: ``(probe − unlearned) / (target − unlearned)`` (0 = nothing came back,
+with the metrics of every measured set; ``recovery`` gives, per probe row, forget-side set and metric, the share of
+what unlearning removed that came back: ``(probe − unlearned) / (target − unlearned)`` (0 = nothing came back,
 1 = back to the target model; not computed where target and unlearned are closer than 1e-9).
 """
 
@@ -60,6 +60,7 @@ class ProbeContext:
     anchors: dict[str, str | None] = field(default_factory=dict)     # target / retain → model spec or None
     anchor_reasons: dict[str, str] = field(default_factory=dict)
     scorers: Any = None
+    kinds: dict[str, str] = field(default_factory=dict)          # set name → kind, of every set measured
 
     def formatter(self, tokenizer) -> PromptFormatter:
         return PromptFormatter(tokenizer, self.template, system_prompt=self.system_prompt)
@@ -147,6 +148,7 @@ def measure(ctx: ProbeContext, model, tokenizer, sets: Sequence | None = None) -
         from obliviate.evaluation.suite import evaluate_model
         body = evaluate_model(model, ctx.formatter(tokenizer), list(sets), scorers=_scorers(ctx),
                               settings=ctx.settings)
+    ctx.kinds.update({name: s.get("kind") for name, s in body["sets"].items()})
     return {name: {m: dict(entry) for m, entry in s["metrics"].items()} for name, s in body["sets"].items()}
 
 
@@ -163,8 +165,8 @@ def _load(spec: str, dtype: str):
     return model, tokenizer
 
 
-def _free(*objects) -> None:
-    del objects
+def _free() -> None:
+    """Return the memory of models the caller has just deleted (a 7B model is tens of GB)."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -183,32 +185,36 @@ def _anchor_rows(ctx: ProbeContext, measure_fn) -> tuple[list[dict], dict[str, s
             continue
         model, tokenizer = _load(spec, ctx.dtype)
         rows.append(_row(role, "anchor", measure_fn(model, tokenizer), model=spec))
-        _free(model)
+        del model
+        _free()
     return rows, reasons
 
 
-def recovery(rows: Sequence[Mapping], set_name: str = "forget") -> dict[str, dict[str, float | None]]:
-    """Per probe row and metric of ``set_name``: ``(probe − unlearned) / (target − unlearned)`` (module docstring)."""
-    by_role = {r["label"]: r for r in rows}
-    base, target = by_role.get("unlearned"), by_role.get("target")
-    out: dict[str, dict[str, float | None]] = {}
+def recovery(rows: Sequence[Mapping], sets: Sequence[str] = ("forget",)) -> dict[str, dict[str, dict]]:
+    """Per probe row, forget-side set and metric: ``(probe − unlearned) / (target − unlearned)`` (module docstring)."""
+    by_label = {r["label"]: r for r in rows}
+    base, target = by_label.get("unlearned"), by_label.get("target")
+    out: dict[str, dict[str, dict]] = {}
     if base is None or target is None:
         return out
     for row in rows:
         if row["role"] != "probe":
             continue
-        values = {}
-        for metric, entry in (row["sets"].get(set_name) or {}).items():
-            b = ((base["sets"].get(set_name) or {}).get(metric) or {}).get("value")
-            t = ((target["sets"].get(set_name) or {}).get(metric) or {}).get("value")
-            v = entry.get("value")
-            values[metric] = None if None in (b, t, v) or abs(t - b) < _EPS else (v - b) / (t - b)
-        out[row["label"]] = values
+        per_set = {}
+        for set_name in sets:
+            values = {}
+            for metric, entry in (row["sets"].get(set_name) or {}).items():
+                b = ((base["sets"].get(set_name) or {}).get(metric) or {}).get("value")
+                t = ((target["sets"].get(set_name) or {}).get(metric) or {}).get("value")
+                v = entry.get("value")
+                values[metric] = None if None in (b, t, v) or abs(t - b) < _EPS else (v - b) / (t - b)
+            per_set[set_name] = values
+        out[row["label"]] = per_set
     return out
 
 
 def _section(probe: str, ctx: ProbeContext, rows: list[dict], reasons: dict[str, str], settings: dict,
-             recovery_set: str | None = "forget") -> dict:
+             recovery_sets: Sequence[str] | None = ("forget",)) -> dict:
     section = {
         "probe": probe,
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -218,9 +224,9 @@ def _section(probe: str, ctx: ProbeContext, rows: list[dict], reasons: dict[str,
         "rows": rows,
         "anchors_unavailable": reasons,
     }
-    if recovery_set is not None:
-        section["recovery_set"] = recovery_set
-        section["recovery"] = recovery(rows, recovery_set)
+    if recovery_sets is not None:
+        section["recovery_sets"] = list(recovery_sets)
+        section["recovery"] = recovery(rows, recovery_sets)
     return section
 
 
@@ -247,11 +253,14 @@ def quantization_probe(ctx: ProbeContext, *, bits: Sequence[int] = (8, 4), backe
         q = quantize_model(model, b, backend=backend, group_size=group_size, model_path=str(ctx.model_path))
         rows.append(_row(f"unlearned, int{b}", "probe", measure_fn(q.model, tokenizer), quantization=q.describe()))
         schemes[f"int{b}"] = q.describe()
-        _free(q)
-    _free(model)
+        del q
+        _free()
+    del model
+    _free()
     anchors, reasons = _anchor_rows(ctx, measure_fn)
     return _section("quantization", ctx, rows + anchors, reasons,
-                    {"bits": list(bits), "backend": backend, "group_size": group_size, "schemes": schemes})
+                    {"bits": list(bits), "backend": backend, "group_size": group_size, "schemes": schemes},
+                    recovery_sets=[n for n, kind in ctx.kinds.items() if kind == "forget"])
 
 
 # --- paraphrased questions ------------------------------------------------------------------------------
@@ -311,10 +320,11 @@ def paraphrase_probe(ctx: ProbeContext) -> dict:
 
     model, tokenizer = _load(str(ctx.model_path), ctx.dtype)
     rows = [_row("unlearned", "unlearned", measure_fn(model, tokenizer))]
-    _free(model)
+    del model
+    _free()
     anchors, reasons = _anchor_rows(ctx, measure_fn)
     section = _section("paraphrase", ctx, rows + anchors, reasons, {"variants": list(variants)},
-                       recovery_set=None)
+                       recovery_sets=None)
     # The paraphrase "gap": how much higher (lower) each model scores with rephrased questions than original ones.
     section["gap"] = {row["label"]: {name: _differences(row["sets"].get(f"forget:{name}"), row["sets"]["forget:question"])
                                      for name in variants if name != "question"} for row in rows + anchors}
@@ -450,7 +460,8 @@ def relearn_probe(ctx: ProbeContext, *, steps: int, data: str | None = None, cou
             losses[label] = relearn_model(model, tokenizer, formatter, records, steps=steps,
                                           learning_rate=learning_rate, batch_size=batch_size, seed=seed)
             rows.append(_row(label, "probe", measure_fn(model, tokenizer), final_loss=losses[label][-1]))
-        _free(model, state)
+        del model, state
+        _free()
         anchors, reasons = _anchor_rows(ctx, measure_fn)
     finally:
         ctx.settings = replace(ctx.settings, set_size=settings_set)

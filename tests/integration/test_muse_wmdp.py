@@ -151,3 +151,18 @@ def test_wmdp_config_runs_on_text_with_lm_eval_evaluation(tiny_model_dir, tmp_pa
     results = json.loads((run.output_dir / "results.json").read_text())
     assert set(results["sets"]) == {"wmdp_bio_tiny", "mmlu_tiny"}
     assert results["run"]["method"] == "NPO+GD"
+
+
+def test_quantization_probe_on_a_muse_run(muse_runs):
+    """The probe measures MUSE runs with MUSE's own sets; the target anchor is the model the run started from."""
+    pytest.importorskip("torchao")
+    root, target, _ = muse_runs
+    assert main(["attack", "quantize", str(root / "ga_gd"), "--bits", "8", "--group-size", "16"]) == 0
+    section = json.loads((root / "ga_gd" / "results.json").read_text())["probes"]["quantization"]
+    assert [r["label"] for r in section["rows"]] == ["unlearned", "unlearned, int8", "target"]
+    assert section["benchmark"] == "muse" and "retain" in section["anchors_unavailable"]
+    for row in section["rows"]:
+        assert set(row["sets"]) == {"verbmem_forget", "knowmem_forget", "knowmem_retain"}
+    assert section["rows"][2]["model"] == str(target.model_dir)
+    assert section["recovery_sets"] == ["verbmem_forget", "knowmem_forget"]
+    assert set(section["recovery"]["unlearned, int8"]["verbmem_forget"]) == {"rouge_l_f1"}

@@ -83,7 +83,7 @@ def test_quantization_probe(run):
     assert abs(p["unlearned, int8"] - p["unlearned"]) <= abs(p["unlearned, int4"] - p["unlearned"])
     assert p["unlearned, int4"] != p["unlearned"]
     gap = p["target"] - p["unlearned"]
-    assert section["recovery"]["unlearned, int4"]["probability"] == pytest.approx(
+    assert section["recovery"]["unlearned, int4"]["forget"]["probability"] == pytest.approx(
         (p["unlearned, int4"] - p["unlearned"]) / gap)
 
 

@@ -179,9 +179,9 @@ def test_recovery_is_the_share_of_the_gap_back_to_the_target():
 
     rows = [row("unlearned", "unlearned", 0.2), row("probe", "probe", 0.5), row("target", "anchor", 0.8),
             row("retain", "anchor", 0.4)]
-    assert recovery(rows) == {"probe": {"rouge_l": pytest.approx(0.5)}}
+    assert recovery(rows) == {"probe": {"forget": {"rouge_l": pytest.approx(0.5)}}}
     rows[2] = row("target", "anchor", 0.2)  # no gap to recover: undefined, not a division by zero
-    assert recovery(rows) == {"probe": {"rouge_l": None}}
+    assert recovery(rows) == {"probe": {"forget": {"rouge_l": None}}}
 
 
 # --- quantisation -------------------------------------------------------------------------------------------

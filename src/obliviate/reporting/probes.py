@@ -70,7 +70,12 @@ def _recovery(section: Mapping[str, Any], row: Mapping[str, Any]) -> str:
     rec = (section.get("recovery") or {}).get(row.get("label"))
     if not isinstance(rec, Mapping):
         return ""
-    parts = [f"{LABELS[m]} {rec[m]:+.0%}" for m in SHOWN if isinstance(rec.get(m), (int, float))]
+    parts = []
+    for set_name, metrics in rec.items():
+        if not isinstance(metrics, Mapping):
+            continue
+        prefix = "" if len(rec) == 1 else f"{set_name} "
+        parts += [f"{prefix}{LABELS[m]} {metrics[m]:+.0%}" for m in SHOWN if isinstance(metrics.get(m), (int, float))]
     return ", ".join(parts)
 
 
@@ -87,8 +92,8 @@ def _caption(name: str, section: Mapping[str, Any]) -> str:
     if missing:
         text += " " + " ".join(f"No {role} anchor: {why}." for role, why in missing.items())
     if section.get("recovery") is not None:
-        text += (" Recovered = (probe − unlearned) / (target − unlearned) on the forget set: 0 % nothing came "
-                 "back, 100 % back to the target model.")
+        text += (" Recovered = (probe − unlearned) / (target − unlearned) on the forget-side sets: 0 % nothing "
+                 "came back, 100 % back to the target model.")
     return text
 
 
