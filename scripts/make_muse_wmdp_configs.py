@@ -31,8 +31,8 @@ CPU_MODEL = {"name": "smollm2-135m-instruct", "dtype": "float32", "template": "p
 
 # WMDP (Li et al., 2024, arXiv 2403.03218), the paper's RMU setting: zephyr-7b-beta, the bio and cyber forget
 # corpora (cais/wmdp-bio-forget-corpus is gated: request access, download it, point data.forget at the file; the cyber
-# corpus is cais/wmdp-corpora:cyber-forget-corpus) with Wikitext-2 (raw) as the retain corpus, lr 5e-5, batch 4, 150 batches
-# per corpus, texts cut to 512 tokens; RMU's own settings (steering coefficient 6.5, alpha 1200, layer 7, updating
+# corpus is cais/wmdp-corpora:cyber-forget-corpus) with Wikitext-2 (raw) as the retain corpus, lr 5e-5, batch 4,
+# 150 batches per corpus, texts cut to 512 tokens; RMU's own settings (steering coefficient 6.5, alpha 1200, layer 7, updating
 # layers 5-7) belong to the RMU method. Evaluated on wmdp_bio, wmdp_cyber and mmlu through lm-eval.
 WMDP_MODEL = {"name": "HuggingFaceH4/zephyr-7b-beta", "dtype": "bfloat16", "template": "chat", "max_length": 512}
 WMDP_TRAIN = {"learning_rate": 5e-5, "max_steps": 150, "batch_size": 4, "gradient_accumulation_steps": 1,

@@ -191,7 +191,8 @@ def _anchor_rows(ctx: ProbeContext, measure_fn) -> tuple[list[dict], dict[str, s
 
 
 def recovery(rows: Sequence[Mapping], sets: Sequence[str] = ("forget",)) -> dict[str, dict[str, dict]]:
-    """Per probe row, forget-side set and metric: ``(probe − unlearned) / (target − unlearned)`` (module docstring)."""
+    """Per probe row, forget-side set and metric: ``(probe − unlearned) / (target − unlearned)`` (module
+    docstring)."""
     by_label = {r["label"]: r for r in rows}
     base, target = by_label.get("unlearned"), by_label.get("target")
     out: dict[str, dict[str, dict]] = {}
@@ -326,7 +327,8 @@ def paraphrase_probe(ctx: ProbeContext) -> dict:
     section = _section("paraphrase", ctx, rows + anchors, reasons, {"variants": list(variants)},
                        recovery_sets=None)
     # The paraphrase "gap": how much higher (lower) each model scores with rephrased questions than original ones.
-    section["gap"] = {row["label"]: {name: _differences(row["sets"].get(f"forget:{name}"), row["sets"]["forget:question"])
+    section["gap"] = {row["label"]: {name: _differences(row["sets"].get(f"forget:{name}"),
+                                                        row["sets"]["forget:question"])
                                      for name in variants if name != "question"} for row in rows + anchors}
     return section
 

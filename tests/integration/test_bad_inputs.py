@@ -112,6 +112,7 @@ def _probe_run(w: World, *, results: bool = True) -> str:
 
 
 CUDA = torch.cuda.is_available()
+TEXT_THEN_BAD_TEXT = json.dumps({"text": "An article."}) + "\n" + json.dumps({"text": 5}) + "\n"
 ROW_THEN_BAD_ROW = json.dumps({"question": "Q?", "answer": "A."}) + "\n" + json.dumps({"question": "Q2?"}) + "\n"
 
 CASES = [
@@ -346,8 +347,7 @@ CASES = [
     Case("unlearn-text-empty-file", lambda w: w.unlearn(f"data.forget={w.file('forget.txt', '  ')}"),
          ("forget.txt", "empty")),
     Case("unlearn-text-bad-row",
-         lambda w: w.unlearn(f"data.forget={w.file('corpus.jsonl', json.dumps({'text': 'An article.'}) + chr(10) + json.dumps({'text': 5}) + chr(10))}",
-                             "data.format=text"),
+         lambda w: w.unlearn(f"data.forget={w.file('corpus.jsonl', TEXT_THEN_BAD_TEXT)}", "data.format=text"),
          ("corpus.jsonl", "line 2", "field 'text'")),
     Case("unlearn-text-with-refusals",
          lambda w: w.unlearn(f"data.forget={w.file('forget.txt', 'Velmouth opened its tidal bridge on Tuesday.')}",
