@@ -4,7 +4,6 @@ weight quantisation, on hand-made inputs and the tiny model."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
