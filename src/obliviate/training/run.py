@@ -102,8 +102,8 @@ def check_training_sets(forget: list[QARecord], retain: list[QARecord]) -> None:
 
     forget_q, retain_q = Counter(map(record_key, forget)), Counter(map(record_key, retain))
     if forget and retain and set(forget_q) == set(retain_q):
-        what = "texts" if isinstance(forget[0], TextRecord) else "questions"
-        raise DataError(f"the retain set holds the same {len(retain_q)} {what} as the forget set; give a "
+        verb, what = ("holds", "texts") if isinstance(forget[0], TextRecord) else ("asks", "questions")
+        raise DataError(f"the retain set {verb} the same {len(retain_q)} {what} as the forget set; give a "
                         f"retain set of other {what} (data.retain)")
     shared = sorted(set(forget_q) & set(retain_q))
     if shared:
