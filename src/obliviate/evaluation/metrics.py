@@ -165,19 +165,6 @@ for _spec in (
         False,
         True,
     ),
-    MetricSpec(
-        "rouge_l_f1",
-        "ROUGE-L F1 of the greedy continuation or answer against the reference, no stemming (MUSE's VerbMem and "
-        "KnowMem; docs/muse_wmdp.md)",
-        False,
-        True,
-    ),
-    MetricSpec(
-        "accuracy",
-        "multiple-choice accuracy through lm-eval (WMDP: lower is better on the hazardous-knowledge sets)",
-        False,
-        True,
-    ),
 ):
     register_metric(_spec)
 
