@@ -80,7 +80,7 @@ def test_muse_numbers_equal_a_one_at_a_time_generate_loop(muse_runs, tmp_path):
 
     verb = results["sets"]["verbmem_forget"]["items"]
     for (prompt, gt), item in list(zip(data.verbmem, verb))[:3]:
-        reference = tok.decode(tok(gt, add_special_tokens=False)["input_ids"][:128], skip_special_tokens=True)
+        reference = tok.decode(tok(gt, add_special_tokens=True)["input_ids"][:128], skip_special_tokens=True)
         output = generate(prompt, 128)
         assert item["generation"] == output and item["reference"] == reference
         assert item["rouge_l_f1"] == pytest.approx(rouge_l_f1([output], [reference])[0])

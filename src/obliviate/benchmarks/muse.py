@@ -290,8 +290,10 @@ def evaluate_muse(model, tokenizer, data: MuseData, *, set_size: int | None = No
         rows = _limit(data.verbmem, set_size)
         outputs = _decode(model, tokenizer, [p for p, _ in rows], max_new_tokens=verbmem_max_new_tokens,
                           batch_size=batch_size)
-        # The reference is the true continuation's first max_new_tokens tokens, as MUSE scores it.
-        references = [tokenizer.decode(tokenizer(gt, add_special_tokens=False)["input_ids"][:verbmem_max_new_tokens],
+        # The reference is the true continuation cut as MUSE's evaluation cuts it: tokenised with the tokenizer's
+        # special tokens, its first max_new_tokens ids kept, decoded without them (with a Llama tokenizer, BOS takes
+        # one of the 128 places).
+        references = [tokenizer.decode(tokenizer(gt, add_special_tokens=True)["input_ids"][:verbmem_max_new_tokens],
                                        skip_special_tokens=True) for _, gt in rows]
         scores = M.rouge_l_f1(outputs, references)
         items = [{"question": p, "reference": ref, "generation": out, "rouge_l_f1": sc}
