@@ -389,7 +389,8 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
     scorers = None
     if kind == "unlearn" and cfg.eval.enabled:
         from obliviate.evaluation.suite import Scorers
-        scorers = Scorers.load(eval_settings(cfg))  # the embedding and NLI models, once per run
+        # The embedding and NLI models, once per run; MUSE and WMDP measure without them.
+        scorers = Scorers.load(eval_settings(cfg)) if getattr(benchmark, "evaluator", None) is None else None
         if cfg.eval.every_epoch:
             if trainer._sharded():
                 raise ConfigError(["eval.every_epoch: under ZeRO-3 / FSDP no process holds the whole model "
