@@ -166,3 +166,19 @@ def test_quantization_probe_on_a_muse_run(muse_runs):
     assert section["rows"][2]["model"] == str(target.model_dir)
     assert section["recovery_sets"] == ["verbmem_forget", "knowmem_forget"]
     assert set(section["recovery"]["unlearned, int8"]["verbmem_forget"]) == {"rouge_l_f1"}
+
+
+def test_warm_up_on_text_counts_chunks_not_documents(tiny_model_dir, tmp_path):
+    """train.warmup_epochs is in epochs of training items: for text, one epoch is every chunk of every document
+    (forget.txt is one document cut into many chunks), not one step per document."""
+    result = finetune(config_from_dict("finetune", {
+        "output_dir": str(tmp_path / "ft"), "model": {"name": str(tiny_model_dir), "max_length": 32},
+        "data": {"train": [str(EXAMPLE / "raw" / "forget.txt")]},
+        "train": {**TRAIN, "learning_rate": 1e-3, "warmup_epochs": 1.0, "batch_size": 2, "max_steps": 2,
+                  "logging_steps": 1}}))
+    chunks = json.loads((tmp_path / "ft" / "run.json").read_text())["examples"]
+    warmup = -(-chunks // 2)  # optimizer steps in one epoch of chunks
+    assert chunks > 10 and warmup > 2
+    rates = [entry["learning_rate"] for entry in result.log_history if "learning_rate" in entry]
+    # Linear warm-up: step s (from 0) trains at s / warmup of the full rate.
+    assert rates[:2] == pytest.approx([0.0, 1e-3 / warmup])

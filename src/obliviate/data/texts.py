@@ -233,7 +233,8 @@ def encode_texts(tokenizer, records: Iterable[TextRecord], max_length: int) -> l
                              f"token(s); raise it")
     out: list[EncodedExample] = []
     for record in records:
-        ids = tokenizer(record.text, add_special_tokens=False)["input_ids"]
+        # A document is longer than the model's context by design (it is cut below): no length warning.
+        ids = tokenizer(record.text, add_special_tokens=False, verbose=False)["input_ids"]
         if not ids:
             raise DataError("the text has no tokens", path=record.source)
         for start in range(0, len(ids), room):

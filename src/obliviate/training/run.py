@@ -153,6 +153,14 @@ def _environment() -> dict:
 
 
 # -- training -------------------------------------------------------------------------------------------------
+def warmup_steps(t, world_size: int, n_examples: int) -> int:
+    """Warm-up is given in epochs (the paper warms up for one): optimizer steps per epoch = training items /
+    (per-device batch × accumulation × devices), e.g. 400 / (4 × 4 × 2) → 13 steps. An item is a question-answer
+    pair or one chunk of a text document."""
+    per_step = t.batch_size * t.gradient_accumulation_steps * max(1, world_size)
+    return int(round(t.warmup_epochs * math.ceil(n_examples / per_step)))
+
+
 def _training_arguments(cfg: RunConfig, partial: Path, n_examples: int) -> TrainingArguments:
     t = cfg.train
     args = TrainingArguments(
@@ -190,10 +198,7 @@ def _training_arguments(cfg: RunConfig, partial: Path, n_examples: int) -> Train
     )
     if t.gradient_checkpointing:
         args.gradient_checkpointing = True
-    # Warm-up is given in epochs (the paper warms up for one): optimizer steps per epoch = examples /
-    # (per-device batch × accumulation × devices), e.g. 400 / (4 × 4 × 2) → 13 steps.
-    per_step = t.batch_size * t.gradient_accumulation_steps * max(1, args.world_size)
-    args.warmup_steps = int(round(t.warmup_epochs * math.ceil(n_examples / per_step)))
+    args.warmup_steps = warmup_steps(t, args.world_size, n_examples)
     # Set up the processes now (the process group under torchrun / accelerate): DeepSpeed's sharded loading
     # reads the world size when the model is loaded, before the trainer exists.
     _ = args.device
@@ -363,6 +368,8 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
     refusals = load_refusals(cfg.data.refusals) if any(p.endswith("_idk") for p in objective.parts) else []
     dataset = UnlearningDataset(forget, retain, formatter, parts=objective.parts, mask=mask, refusals=refusals,
                                 seed=cfg.train.seed)
+    # Text documents are cut into chunks of max_length tokens: an epoch is as many items as there are chunks.
+    args.warmup_steps = warmup_steps(cfg.train, args.world_size, len(dataset))
     reference = None
     if objective.needs_reference and reference_spec is not None:
         from obliviate.models import frozen_copy, load_model
