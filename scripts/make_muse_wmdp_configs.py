@@ -14,7 +14,8 @@ from obliviate.config import write_config_files
 ROOT = Path(__file__).resolve().parents[1] / "configs"
 
 # MUSE (Shi et al., 2024, arXiv 2407.06460; its released baselines/scripts/unlearn_{news,books}.sh): the target
-# models muse-bench/MUSE-News_target and muse-bench/MUSE-Books_target (Llama-2-7B fine-tuned on the corpus),
+# models muse-bench/MUSE-News_target (Llama-2-7B) and muse-bench/MUSE-Books_target (ICLM-7B), each fine-tuned on
+# its corpus and read with Llama-2's tokenizer,
 # unlearned on raw/forget with raw/retain1 as the retain set, max length 2048 tokens, lr 1e-5, 10 epochs, 4 sequences
 # per device on 8 GPUs (32 per optimizer step: here 4 × 8 accumulation steps on one device), NPO's beta 0.1. The
 # script sets nothing else; the rest (AdamW, weight decay 0.01, linear schedule) is obliviate's default and the
