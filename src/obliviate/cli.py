@@ -234,8 +234,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _print_results_summary(results: dict) -> None:
     names = ("rouge_l", "probability", "truth_ratio", "token_entropy", "cosine_similarity", "entailment")
-    print(f"{'set':<14}" + "".join(f"{n[:12]:>13}" for n in names))
     own = {n: s for n, s in results["sets"].items() if not any(m in s["metrics"] for m in names)}
+    if len(own) < len(results["sets"]):  # the six-metric table, for the question-answer sets
+        print(f"{'set':<14}" + "".join(f"{n[:12]:>13}" for n in names))
     for set_name, s in results["sets"].items():
         if set_name in own:
             continue
