@@ -332,14 +332,16 @@ def muse_privacy(model, tokenizer, data: MuseData, *, set_size: int | None = Non
     """MUSE's privacy leakage: membership inference on ``privleak/forget`` texts (members) against
     ``privleak/holdout`` texts (non-members), relative to the retain model (``retain``).
 
-    The attacks, their AUC and the leakage itself are :mod:`obliviate.evaluation.privacy`'s (the same code that
-    scores TOFU's forget set against its holdout set); this function only feeds it MUSE's texts. Where that
-    module is not part of this build, the section says so instead of holding a number.
+    The attacks, their AUC and the leakage itself belong to the membership-inference module (the code that
+    scores TOFU's forget set against its holdout set); this function is where MUSE's texts are handed to it.
+    In this build no such module is wired here: the section names the member and non-member splits and says
+    why it holds no number.
     """
     if "forget" not in data.privleak or "holdout" not in data.privleak:
         return {"available": False, "reason": f"{data.source} has no privleak/forget and privleak/holdout splits"}
     return {"available": False, "members": "privleak/forget", "nonmembers": "privleak/holdout",
-            "reason": "membership-inference attacks (obliviate.evaluation.privacy) are not part of this build"}
+            "reason": "not computed: membership inference on MUSE's texts is not wired in this build "
+                      "(obliviate.benchmarks.muse.muse_privacy)"}
 
 
 EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "resources" / "muse_example"
