@@ -75,7 +75,7 @@ def test_chunks_start_with_the_tokenizers_own_leading_token(tiny_model_dir):
         def __init__(self, inner):
             self.inner = inner
 
-        def __call__(self, text, add_special_tokens=True):
+        def __call__(self, text, add_special_tokens=True, **options):  # options such as verbose, as HF's take
             ids = self.inner(text, add_special_tokens=False)["input_ids"]
             return {"input_ids": ([1] if add_special_tokens else []) + ids}
 
