@@ -16,6 +16,7 @@ from obliviate.cli import main
 from obliviate.config import config_from_dict
 from obliviate.evaluation.metrics import rouge_l_f1
 from obliviate.reporting import write_report
+from obliviate.reporting.summary import summary_metrics, summary_table
 from obliviate.training.run import finetune, unlearn
 
 pytestmark = pytest.mark.integration
@@ -101,6 +102,17 @@ def test_muse_report_shows_its_own_columns(muse_runs, tmp_path):
     text = (tmp_path / "r.md").read_text()
     assert "ROUGE-L F1" in text and "verbmem" in text.lower()
     assert "Verbmem forget" in Path(html).read_text() or "verbmem" in Path(html).read_text().lower()
+    # The compact summary (obliviate report, the model card) shows each MUSE set's one number.
+    results = json.loads((root / "ga_gd" / "results.json").read_text())
+    summary = {m["key"]: m["value"] for m in summary_metrics(results)}
+    for name in ("verbmem_forget", "knowmem_forget", "knowmem_retain"):
+        assert summary[f"{name}.rouge_l_f1"] == results["sets"][name]["metrics"]["rouge_l_f1"]["value"]
+    assert "verbmem_forget ROUGE-L F1" in summary_table([results])
+    card = (root / "ga_gd" / "model" / "README.md").read_text()
+    assert "verbmem_forget.rouge_l_f1" in card and "text documents unlearned by GA+GD" in card
+    # Text is trained on and MUSE evaluated without a prompt template: no question-answer example is shown.
+    assert "Every question was asked in this format" not in card
+    assert results["prompt_format"]["template"] is None
 
 
 def _task_dir(tmp_path: Path) -> Path:

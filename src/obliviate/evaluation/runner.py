@@ -228,9 +228,13 @@ def _evaluate(model_spec: str, loaded: LoadedBenchmark, out_path: Path, *, setti
     check_finite_model(model, model_spec)
     if loaded.evaluator is not None:
         body = loaded.evaluator(model, tokenizer, settings)
+        # MUSE and lm-eval (WMDP) give the model their own plain-text prompts: no chat template, no system turn.
+        prompt_format = {"template": None, "system_prompt": None, "template_default_system_prompt": None,
+                         "example": None, "note": f"{loaded.info.get('name')}'s own plain-text prompts"}
         return _write_record(out_path, body, model_spec=model_spec, model=model, template=template,
-                             run_info=run_info, loaded=loaded, seed=seed, settings=settings, scorers=None,
-                             retain_model=retain_model, retain_results=retain_results)
+                             prompt_format=prompt_format, run_info=run_info, loaded=loaded, seed=seed,
+                             settings=settings, scorers=None, retain_model=retain_model,
+                             retain_results=retain_results)
     scorers = scorers or Scorers.load(settings)
     formatter = PromptFormatter(tokenizer, template, system_prompt=system_prompt)
 
@@ -250,20 +254,20 @@ def _evaluate(model_spec: str, loaded: LoadedBenchmark, out_path: Path, *, setti
             fq_reason = "no retain model: pass --retain-model or --retain-results"
     body = evaluate_model(model, formatter, loaded.sets, scorers=scorers, settings=settings,
                           retain_truth_x=retain_x, fq_reason=fq_reason)
-    return _write_record(out_path, body, model_spec=model_spec, model=model, template=template, run_info=run_info,
-                         loaded=loaded, seed=seed, settings=settings, scorers=scorers, retain_model=retain_model,
-                         retain_results=retain_results)
+    return _write_record(out_path, body, model_spec=model_spec, model=model, template=template,
+                         prompt_format=formatter.describe(), run_info=run_info, loaded=loaded, seed=seed,
+                         settings=settings, scorers=scorers, retain_model=retain_model, retain_results=retain_results)
 
 
-def _write_record(out_path: Path, body: dict, *, model_spec: str, model, template: str, run_info: dict | None,
-                  loaded: LoadedBenchmark, seed: int, settings: EvalSettings, scorers: Scorers | None,
-                  retain_model: str | None, retain_results: str | Path | None) -> dict:
+def _write_record(out_path: Path, body: dict, *, model_spec: str, model, template: str, prompt_format: dict,
+                  run_info: dict | None, loaded: LoadedBenchmark, seed: int, settings: EvalSettings,
+                  scorers: Scorers | None, retain_model: str | None, retain_results: str | Path | None) -> dict:
     record = {
         "schema_version": SCHEMA_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "model": {"spec": model_spec, "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
                   "template": template},
-        "prompt_format": formatter.describe(),
+        "prompt_format": prompt_format,
         "run": run_info or {},
         "benchmark": loaded.info,
         "environment": environment(),

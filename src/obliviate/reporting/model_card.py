@@ -26,7 +26,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from obliviate import __version__
 from obliviate.data.loading import looks_like_hub_id
-from obliviate.data.records import QARecord
+from obliviate.data.records import QARecord, TextRecord
 from obliviate.files import write_text_atomic
 from obliviate.models import hub_id_of
 from obliviate.reporting.summary import summary_metrics
@@ -42,14 +42,16 @@ _TRAIN_KEYS = ("learning_rate", "num_epochs", "max_steps", "batch_size", "gradie
                "weight_decay", "warmup_epochs", "lr_scheduler", "seed")
 
 
-def rows_hash(records: Iterable[QARecord]) -> str:
-    """``sha256:`` of the rows as trained on: one JSON line ``{"answer": …, "question": …}`` per row, in order.
+def rows_hash(records: Iterable[QARecord | TextRecord]) -> str:
+    """``sha256:`` of the rows as trained on: one JSON line ``{"answer": …, "question": …}`` per row, in order
+    (``{"text": …}`` per document for raw text).
 
     The same questions and answers give the same hash whichever file, layout or hub split they came from.
     """
     h = hashlib.sha256()
     for r in records:
-        line = json.dumps({"question": r.question, "answer": r.answer}, sort_keys=True, ensure_ascii=False)
+        row = {"text": r.text} if isinstance(r, TextRecord) else {"question": r.question, "answer": r.answer}
+        line = json.dumps(row, sort_keys=True, ensure_ascii=False)
         h.update(line.encode("utf-8") + b"\n")
     return "sha256:" + h.hexdigest()
 
@@ -66,6 +68,9 @@ def _training_data(data: Mapping[str, Any], sets: Mapping[str, Sequence[QARecord
     """Rows and row hashes of each training set, the local files the config names with their hashes, and the
     TOFU source when one was used."""
     out: dict[str, Any] = {name: {"rows": len(rows), "rows_hash": rows_hash(rows)} for name, rows in sets.items()}
+    for name, rows in sets.items():
+        if rows and isinstance(rows[0], TextRecord):
+            out[name]["format"] = "text"  # rows are documents (MUSE, WMDP), not question-answer pairs
     named = [data.get("forget"), data.get("retain"), *(data.get("train") or []), data.get("refusals")]
     files = {str(p): _file_hash(Path(p)) for p in named if isinstance(p, str) and Path(p).is_file()}
     if files:
@@ -183,6 +188,10 @@ def _fmt(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
+def _rows_kind(entry: Mapping[str, Any]) -> str:
+    return "text documents" if entry.get("format") == "text" else "question–answer pairs"
+
+
 def _body(info: Mapping[str, Any]) -> str:
     base = info.get("base_model") or "a model"
     data = info.get("data") or {}
@@ -191,14 +200,15 @@ def _body(info: Mapping[str, Any]) -> str:
         method = info.get("method") or {}
         forget, retain = data.get("forget", {}), data.get("retain", {})
         lines += [f"# {base}, after {method.get('name')} unlearning", "",
-                  f"`{base}` with {forget.get('rows')} question–answer pairs unlearned by {method.get('name')}, "
+                  f"`{base}` with {forget.get('rows')} {_rows_kind(forget)} unlearned by {method.get('name')}, "
                   f"keeping {retain.get('rows')} others, with obliviate {info.get('version')}. Method, settings, "
                   f"data and results are below and, machine-readable, in this card's front matter.", "",
                   "## What was forgotten", ""]
     else:
+        train = data.get("train", {})
         lines += [f"# {base}, fine-tuned", "",
-                  f"`{base}` fine-tuned on {data.get('train', {}).get('rows')} question–answer pairs with "
-                  f"obliviate {info.get('version')}.", "", "## Training data", ""]
+                  f"`{base}` fine-tuned on {train.get('rows')} {_rows_kind(train)} with obliviate "
+                  f"{info.get('version')}.", "", "## Training data", ""]
     for name in ("forget", "retain", "train"):
         if name in data:
             lines.append(f"- {name} set: {data[name]['rows']} rows, rows hash `{data[name]['rows_hash']}`")

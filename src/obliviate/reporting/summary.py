@@ -1,8 +1,8 @@
 """The compact summary: per model the six numbers a reader looks at first, narrow enough for a terminal.
 
 Per model: forget ROUGE-L, forget truth ratio, retain ROUGE-L (the neighbour set's in the real-world scenario),
-MU, FE and FQ, each with its direction arrow and the partial mark of the full table, then the lm-eval "General
-ability" table when a record has one. ``obliviate report``, ``obliviate sweep`` and ``obliviate demo`` print it
+MU, FE and FQ, each with its direction arrow and the partial mark of the full table (and the one number of each
+MUSE or WMDP set), then the lm-eval "General ability" table when a record has one. ``obliviate report``, ``obliviate sweep`` and ``obliviate demo`` print it
 and point to the full table (Markdown and HTML); the model card of a saved model reports the same numbers. Cells
 come from the full table's :func:`columns` and :func:`cell_for`, so the two never disagree.
 """
@@ -16,7 +16,17 @@ from typing import Any
 
 from obliviate.reporting.general import general_markdown
 from obliviate.reporting.results import ModelView, markdown_cell, model_views, ordered_sets
-from obliviate.reporting.table import DOWN, NOT_AVAILABLE, PARTIAL_MARK, UP, Column, cell_for, columns, format_cell
+from obliviate.reporting.table import (
+    DOWN,
+    NOT_AVAILABLE,
+    OWN_METRICS,
+    PARTIAL_MARK,
+    UP,
+    Column,
+    cell_for,
+    columns,
+    format_cell,
+)
 
 # (set, metric) of the summary columns, in order; "retain" stands for the retain-kind set (see retain_set).
 SUMMARY_KEYS: tuple[tuple[str | None, str], ...] = (
@@ -58,6 +68,8 @@ def summary_columns(views: Sequence[ModelView]) -> list[Column]:
         key = f"{set_name}.{metric}" if set_name else metric
         if key in by_key:
             out.append(by_key[key])
+    # Sets measured by their own metric (MUSE's ROUGE-L F1, WMDP's accuracy) have one number each: all shown.
+    out += [c for c in by_key.values() if c.metric in OWN_METRICS]
     return out
 
 

@@ -365,6 +365,10 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
     formatter = PromptFormatter(tokenizer, cfg.model.template, system_prompt=cfg.model.system_prompt,
                                 max_length=cfg.model.max_length)
     summary["prompt_format"] = formatter.describe()  # recorded in run.json: the prompt training saw
+    if all(isinstance(rows[0], TextRecord) for rows in (forget, retain) if rows):
+        # Raw text is trained on as it is: no prompt template, no question (docs/muse_wmdp.md).
+        summary["prompt_format"] = {"template": None, "system_prompt": None, "template_default_system_prompt": None,
+                                    "example": None, "note": "raw text, trained on as it is"}
     refusals = load_refusals(cfg.data.refusals) if any(p.endswith("_idk") for p in objective.parts) else []
     dataset = UnlearningDataset(forget, retain, formatter, parts=objective.parts, mask=mask, refusals=refusals,
                                 seed=cfg.train.seed)
