@@ -431,7 +431,21 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
 
 
 def eval_benchmark(cfg: UnlearnConfig):
-    """The benchmark an unlearning run is evaluated on, inferred from its data section."""
+    """The benchmark an unlearning run is evaluated on, inferred from its data section (and ``eval.holdout``)."""
+    from obliviate.evaluation.runner import BenchmarkSpec
+
+    bench = _inferred_benchmark(cfg)
+    if cfg.eval.holdout:
+        if isinstance(bench, BenchmarkSpec):
+            bench.holdout = cfg.eval.holdout
+        else:
+            from obliviate.data.loading import load_qa
+            from obliviate.evaluation.suite import Holdout
+            bench.holdout = Holdout(load_qa(cfg.eval.holdout), {"source": cfg.eval.holdout})
+    return bench
+
+
+def _inferred_benchmark(cfg: UnlearnConfig):
     from obliviate.evaluation.runner import BenchmarkSpec
 
     d = cfg.data
@@ -461,7 +475,8 @@ def eval_settings(cfg: UnlearnConfig):
 
     e = cfg.eval
     return EvalSettings(max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, set_size=e.set_size,
-                        embedding_model=e.embedding_model, nli_model=e.nli_model, real_world=e.real_world)
+                        embedding_model=e.embedding_model, nli_model=e.nli_model, real_world=e.real_world,
+                        bootstrap=e.bootstrap, gradnorm=e.gradnorm)
 
 
 def evaluate_run(cfg: UnlearnConfig, out_path: Path, summary: dict, *, model=None, tokenizer=None,
