@@ -242,6 +242,12 @@ def _print_results_summary(results: dict) -> None:
         value = "n/a" if a.get("value") is None else f"{a['value']:.4g}"
         extra = a.get("reason") or a.get("note") or ""
         print(f"{name:<22} {value:>10}  {extra}")
+    privacy = results.get("privacy") or {}
+    if privacy:
+        leak = (privacy.get("metrics") or {}).get("privacy_leakage") or {}
+        value = "n/a" if leak.get("value") is None else f"{leak['value']:+.1f}%"
+        why = privacy.get("reason") or leak.get("reason") or "Min-K% attack, against the retain model; 0 is ideal"
+        print(f"{'privacy_leakage':<22} {value:>10}  {why}")
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:

@@ -263,10 +263,18 @@ def answer_gradient_norms(model, pairs: Sequence[tuple[list[int], list[int]]], *
     ``ℓ̄`` is the mean token NLL of the answer tokens; one forward and backward pass per pair, in eval mode
     (no dropout). Gradients are taken with respect to every floating-point parameter (frozen ones included,
     their ``requires_grad`` restored afterwards) through ``torch.autograd.grad``, so no ``.grad`` is touched.
+    A LoRA-wrapped model's adapter weights are left out: the gradient with respect to a base weight ``W`` is
+    ``∂L/∂y · xᵀ`` whatever the adapter adds to ``y``, i.e. that of the merged model's weight, so the norm is
+    the same merged or not.
     """
+    from obliviate.models import is_peft_model
+
     if device is None:
         device = next(model.parameters()).device
-    params = [p for p in model.parameters() if p.is_floating_point()]
+    named = model.named_parameters()
+    if is_peft_model(model):
+        named = ((n, p) for n, p in named if "lora_" not in n)
+    params = [p for _, p in named if p.is_floating_point()]
     frozen = [p for p in params if not p.requires_grad]
     was_training = model.training
     model.eval()

@@ -94,6 +94,23 @@ def test_gradient_norms_on_the_tiny_model_match_backward(model) -> None:
     m.zero_grad(set_to_none=True)
 
 
+def test_gradient_norm_of_a_lora_model_equals_the_merged_model(tiny_model_dir) -> None:
+    """The adapters are left out and a base weight's gradient is the merged weight's: same norm either way."""
+    from obliviate.models import LoraSettings, apply_lora
+
+    base, tok = load_model(str(tiny_model_dir))
+    fmt = PromptFormatter(tok, "chat")
+    pairs = _pairs(fmt, 2)
+    peft = apply_lora(base, LoraSettings(r=4, alpha=8))
+    with torch.no_grad():   # a trained adapter: B no longer zero
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.05)
+    wrapped = answer_gradient_norms(peft, pairs)
+    merged = answer_gradient_norms(peft.merge_and_unload(), pairs)
+    assert wrapped == pytest.approx(merged, rel=1e-4)
+
+
 def _eval(model_dir, bench, out, *extra):
     return main(["eval", "--model", str(model_dir), "--benchmark", "synthetic", "--data", str(bench),
                  "--out", str(out), *FAST, *extra])

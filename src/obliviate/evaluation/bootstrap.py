@@ -2,7 +2,7 @@
 Confidence intervals).
 
 One evaluation scores a sample of questions; a different sample of the same size would give other numbers.
-The bootstrap (Efron & Tibshirani, 1993, "An Introduction to the Bootstrap", ch. 13) estimates that spread by
+The bootstrap (Efron & Tibshirani, 1993, "An Introduction to the Bootstrap") estimates that spread by
 recomputing each number on ``B`` resamples of the items — ``n`` items drawn with replacement from the ``n``
 evaluated — and reporting the central ``level`` fraction of the ``B`` values (the percentile interval).
 

@@ -25,7 +25,7 @@ same way — **higher means more member-like** — so that one AUC definition se
 :func:`auc` is the area under the ROC curve of members against non-members: the probability that a random
 forget item scores higher than a random holdout item, ties counting one half (1 = the attack recognises every
 member, 0.5 = chance). :func:`privacy_leakage` is MUSE's PrivLeak (Shi et al., 2024, "MUSE: Machine
-Unlearning Six-Way Evaluation for Language Models", arXiv 2407.06460, §3): the relative difference in % between
+Unlearning Six-Way Evaluation for Language Models", arXiv 2407.06460): the relative difference in % between
 the unlearned model's and the retain model's AUC. MUSE writes its AUC with the forget set as the class a
 *loss-like* score ranks high, which is ``1 − auc`` here, so
 
