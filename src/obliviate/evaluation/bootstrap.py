@@ -11,7 +11,8 @@ What is resampled:
 * a per-set metric: the set's items. Every metric of a set, and every aggregate built from it, uses the same
   ``B`` resamples of that set, so the metrics of one resample describe one alternative set of questions;
 * an aggregate over several sets (MU): each set's items, independently, then the aggregate is recomputed from
-  the resampled set metrics with the same function that computed it;
+  the resampled values of the components it lists, in the same way (harmonic mean, or one minus a mean); a
+  component without per-item values leaves the aggregate without an interval;
 * Forget Quality: the forget questions, carrying both models' truth-ratio values at each drawn question (the
   KS test is then run on the resampled pair of samples);
 * a membership-inference AUC: the forget items (with the forget set's resamples) and the holdout items
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,7 @@ __all__ = [
     "DEFAULT_RESAMPLES",
     "ITEM_METRICS",
     "add_intervals",
+    "aggregate_samples",
     "interval",
     "mean_interval",
     "resample_indices",
@@ -124,19 +126,45 @@ def set_metric_samples(set_entry: Mapping[str, Any], idx: np.ndarray) -> dict[st
     return out
 
 
-AggregateValues = Callable[[Mapping[str, Mapping[str, float]]], Mapping[str, "float | None"]]
+# How each aggregate combines its components ("set.metric" values): a harmonic mean (0 when a component is 0)
+# or one minus a mean (docs/metrics.md, Aggregates). Aggregates not named here get no interval.
+HARMONIC_AGGREGATES = ("model_utility", "model_utility_tofu", "model_utility_retain")
+COMPLEMENT_AGGREGATES = ("forget_efficacy",)
+
+
+def aggregate_samples(name: str, components: Sequence[str],
+                      samples: Mapping[str, Mapping[str, np.ndarray]]) -> np.ndarray | None:
+    """The aggregate ``name`` recomputed on every resample from its components' resampled values, or None when
+    a component has no resamples. Vectorised over the resamples; equal to calling the aggregate's function on
+    each resample's set metrics (tests/unit/test_bootstrap.py)."""
+    rows = []
+    for component in components:
+        set_name, _, metric = component.partition(".")
+        values = samples.get(set_name, {}).get(metric)
+        if values is None:
+            return None
+        rows.append(values)
+    if not rows:
+        return None
+    stack = np.vstack(rows)
+    if name in HARMONIC_AGGREGATES:
+        zero = (stack == 0.0).any(axis=0)
+        with np.errstate(divide="ignore"):
+            harmonic = len(rows) / (1.0 / np.where(zero, 1.0, stack)).sum(axis=0)
+        return np.where(zero, 0.0, harmonic)
+    if name in COMPLEMENT_AGGREGATES:
+        return 1.0 - stack.mean(axis=0)
+    return None
 
 
 def add_intervals(body: dict, *, resamples: int = DEFAULT_RESAMPLES, seed: int = 0, level: float = DEFAULT_LEVEL,
-                  aggregate_values: AggregateValues | None = None,
                   retain_truth_x: Sequence[float] | None = None) -> dict:
     """Add ``"ci": [low, high]`` beside the value of every per-set metric and aggregate in ``body`` (in place).
 
-    ``body`` holds ``sets`` and ``aggregates`` as written to results.json (and optionally ``privacy``).
-    ``aggregate_values`` recomputes the harmonic/mean aggregates from ``{set: {metric: value}}`` — the same
-    function that computed them; ``retain_truth_x`` (the retain model's forget-set truth-ratio values, in
-    forget-item order) lets Forget Quality be resampled. ``resamples = 0`` leaves ``body`` unchanged.
-    Returns ``body``.
+    ``body`` holds ``sets`` and ``aggregates`` as written to results.json (and optionally ``privacy``). An
+    aggregate is recomputed from the resampled values of the components it lists; ``retain_truth_x`` (the
+    retain model's forget-set truth-ratio values, in forget-item order) lets Forget Quality be resampled.
+    ``resamples = 0`` leaves ``body`` unchanged. Returns ``body``.
     """
     if resamples <= 0:
         return body
@@ -153,28 +181,12 @@ def add_intervals(body: dict, *, resamples: int = DEFAULT_RESAMPLES, seed: int =
             entry["metrics"][metric]["ci"] = list(interval(values, level))
 
     aggregates = body.get("aggregates") or {}
-    # An aggregate is resampled only when every available component could be: otherwise its resamples would
-    # rest on fewer numbers than its value does.
-    complete = all(
-        set(samples.get(name, {})) == {m for m in ITEM_METRICS
-                                       if isinstance(entry.get("metrics", {}).get(m), Mapping)
-                                       and entry["metrics"][m].get("value") is not None}
-        for name, entry in sets.items())
-    if aggregate_values is not None and samples and complete:
-        per_name: dict[str, list[float]] = {}
-        broken: set[str] = set()
-        for b in range(resamples):
-            values = {s: {m: float(v[b]) for m, v in ms.items()} for s, ms in samples.items()}
-            for name, value in aggregate_values(values).items():
-                if value is None or not math.isfinite(value):
-                    broken.add(name)
-                else:
-                    per_name.setdefault(name, []).append(float(value))
-        for name, values in per_name.items():
-            entry = aggregates.get(name)
-            if (name not in broken and isinstance(entry, dict) and entry.get("value") is not None
-                    and len(values) == resamples):
-                entry["ci"] = list(interval(values, level))
+    for name, entry in aggregates.items():
+        if not isinstance(entry, dict) or entry.get("value") is None:
+            continue
+        values = aggregate_samples(name, entry.get("components") or [], samples)
+        if values is not None:
+            entry["ci"] = list(interval(values, level))
 
     fq = aggregates.get("forget_quality")
     forget = sets.get("forget")
@@ -196,20 +208,25 @@ def _ks_pvalues(unlearned_x: Sequence[float], retain_x: Sequence[float], idx: np
     """The two-sample KS p-value (as Forget Quality computes it) on each resample of the forget questions.
 
     ``scipy.stats.ks_2samp``'s p-value depends only on the statistic ``D`` and the two sample sizes, and ``D``
-    takes at most ``n1·n2`` distinct values: ``D`` is computed for every resample (as scipy computes it, from
-    the two empirical CDFs at every pooled value) and scipy runs once per distinct ``D``.
+    takes at most ``n1·n2`` distinct values: ``D`` is computed for every resample at once (the largest gap
+    between the two empirical CDFs, read after each run of tied values, as scipy does) and scipy runs once per
+    distinct ``D``.
     """
     from scipy.stats import ks_2samp
 
-    a, r = np.asarray(unlearned_x, dtype=float), np.asarray(retain_x, dtype=float)
+    a, r = np.asarray(unlearned_x, dtype=float)[idx], np.asarray(retain_x, dtype=float)[idx]
+    n1, n2 = a.shape[1], r.shape[1]
+    pooled = np.concatenate([a, r], axis=1)
+    order = np.argsort(pooled, axis=1, kind="stable")
+    values = np.take_along_axis(pooled, order, axis=1)
+    from_a = order < n1
+    # D·n1·n2 as an exact integer: |n2·#a ≤ v − n1·#r ≤ v| at the last position of each distinct value v.
+    gap = np.abs(np.cumsum(from_a, axis=1) * n2 - np.cumsum(~from_a, axis=1) * n1)
+    last = np.ones_like(values, dtype=bool)
+    last[:, :-1] = values[:, 1:] != values[:, :-1]
+    keys = np.where(last, gap, 0).max(axis=1)
     pvalues = np.empty(len(idx))
-    by_d: dict[int, float] = {}
-    for b, row in enumerate(idx):
-        x, y = np.sort(a[row]), np.sort(r[row])
-        pooled = np.concatenate([x, y])
-        gap = np.searchsorted(x, pooled, side="right") * len(y) - np.searchsorted(y, pooled, side="right") * len(x)
-        key = int(np.max(np.abs(gap)))          # D · n1 · n2, an exact integer
-        if key not in by_d:
-            by_d[key] = float(ks_2samp(x, y).pvalue)
-        pvalues[b] = by_d[key]
+    for key in np.unique(keys):
+        rows = np.flatnonzero(keys == key)
+        pvalues[rows] = ks_2samp(a[rows[0]], r[rows[0]]).pvalue
     return pvalues

@@ -141,15 +141,6 @@ class _ModelOutputs:
     answer_stats: list[TokenStats] | None = None   # per-token statistics of the scored answer (memorisation)
 
 
-def _answer_pairs(formatter: PromptFormatter, records: Sequence[QARecord], *, field: str = "eval_answer"):
-    """(prompt ids, answer ids) of each record's ``eval_answer`` (or ``answer``), as the likelihoods see them."""
-    pairs = []
-    for r in records:
-        e = formatter.encode(r.question, getattr(r, field))
-        pairs.append((e.input_ids[: e.prompt_length], e.input_ids[e.prompt_length:]))
-    return pairs
-
-
 def _run_model(model, formatter: PromptFormatter, parts: Sequence[tuple[list[QARecord], str]],
                settings: EvalSettings, *, generate: bool = True, token_stats: bool = True) -> list[_ModelOutputs]:
     """Generations and likelihoods for several sets in ONE generation pass and ONE scoring pass.
@@ -175,7 +166,8 @@ def _run_model(model, formatter: PromptFormatter, parts: Sequence[tuple[list[QAR
     _check_finite_scores(scored, [r for records, _ in parts for r in records])
     stats = None
     if token_stats:
-        pairs = [p for records, _ in parts for p in _answer_pairs(formatter, records)]
+        # Each group's first answer is the item's eval_answer, already encoded after its prompt.
+        pairs = [(prompt, answers[0]) for prompt, answers in groups]
         stats = answer_token_stats(model, pairs, pad_token_id=formatter.tokenizer.pad_token_id,
                                    batch_size=settings.batch_size)
     out = []
@@ -402,27 +394,6 @@ def aggregates(sets: dict[str, dict], *, retain_truth_x: list[float] | None = No
     return {name: a.to_dict() for name, a in out.items()}
 
 
-def aggregate_values(real_world: bool = False):
-    """A function recomputing the mean/harmonic aggregates from ``{set: {metric: value}}`` (for the bootstrap):
-    the same functions that compute them for the record (Forget Quality, a test on items, is resampled apart)."""
-    if real_world:
-        from obliviate.benchmarks.real_world import real_world_aggregates
-
-        def compute_real_world(values):
-            sets = {n: {"metrics": {m: {"value": v} for m, v in ms.items()}} for n, ms in values.items()}
-            return {k: a["value"] for k, a in real_world_aggregates(sets).items() if k != "forget_quality"}
-        return compute_real_world
-
-    def compute(values):
-        out = {"model_utility": agg.model_utility(values).value,
-               "model_utility_tofu": agg.model_utility_tofu(values).value,
-               "model_utility_retain": agg.model_utility_retain(values).value}
-        if "forget" in values:
-            out["forget_efficacy"] = agg.forget_efficacy(values["forget"]).value
-        return out
-    return compute
-
-
 def _privacy(model, formatter: PromptFormatter, sets: Sequence[EvalSet], records: list[list[QARecord]],
              outputs: list[_ModelOutputs], settings: EvalSettings, holdout: Holdout | None,
              retain: RetainReference | None) -> dict:
@@ -480,5 +451,5 @@ def evaluate_model(model, formatter: PromptFormatter, sets: Sequence[EvalSet], *
         body = {"sets": out_sets, "aggregates": aggregates(out_sets, retain_truth_x=retain_truth_x, **kwargs)}
     body["privacy"] = _privacy(model, formatter, sets, records, outputs, settings, holdout, retain)
     boot.add_intervals(body, resamples=settings.bootstrap, seed=seed, level=settings.confidence_level,
-                       aggregate_values=aggregate_values(real_world), retain_truth_x=retain_truth_x)
+                       retain_truth_x=retain_truth_x)
     return body
