@@ -136,6 +136,8 @@ def _check_counts(args: argparse.Namespace) -> None:
                 for name in ("batch_size", "max_new_tokens") if getattr(args, name) < 1]
     if args.set_size is not None and args.set_size < 1:
         problems.append(f"--set-size must be >= 1 (or left out for every row), got {args.set_size}")
+    if getattr(args, "bootstrap", 0) < 0:
+        problems.append(f"--bootstrap must be >= 0 (0 = no confidence intervals), got {args.bootstrap}")
     if problems:
         raise ObliviateError("; ".join(problems))
 
@@ -213,8 +215,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     settings = EvalSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, set_size=args.set_size,
                             embedding_model=none(args.embedding_model), nli_model=none(args.nli_model),
                             real_world=args.real_world, bootstrap=args.bootstrap, gradnorm=not args.no_gradnorm)
-    if args.bootstrap < 0:
-        raise ObliviateError(f"--bootstrap: must be 0 or more (0 = no confidence intervals), got {args.bootstrap}")
     bench = BenchmarkSpec(kind=args.benchmark, source=args.data, split=args.split, task=args.task,
                           files=_parse_files(args.file), real_world=args.real_world, holdout=args.holdout)
     results = evaluate(model_spec, bench, out, settings=settings, dtype=args.dtype, template=template or "chat",

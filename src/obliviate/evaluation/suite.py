@@ -84,6 +84,10 @@ class EvalSettings:
                   if getattr(self, name) < 1]
         if self.set_size is not None and self.set_size < 1:
             errors.append(f"set_size: must be >= 1 or None (every row), got {self.set_size}")
+        if self.bootstrap < 0:
+            errors.append(f"bootstrap: must be >= 0 (0 = no confidence intervals), got {self.bootstrap}")
+        if not 0 < self.confidence_level < 1:
+            errors.append(f"confidence_level: must lie in (0, 1), got {self.confidence_level}")
         if errors:
             raise ConfigError(errors)
 

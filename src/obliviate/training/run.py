@@ -500,14 +500,16 @@ def _evaluation_inputs(cfg: UnlearnConfig, benchmark):
     found after hours of training would cost the run."""
     if not cfg.eval.enabled:
         return benchmark
-    from obliviate.evaluation.runner import LoadedBenchmark, load_benchmark, retain_truth_x_from_results
+    from obliviate.evaluation.runner import LoadedBenchmark, load_benchmark, retain_reference_from_results
 
     spec = benchmark or eval_benchmark(cfg)
     loaded = spec if isinstance(spec, LoadedBenchmark) else load_benchmark(spec)
     e = cfg.eval
     forget = next((s for s in loaded.sets if s.kind == "forget"), None)
     if e.retain_results and forget is not None:
-        retain_truth_x_from_results(e.retain_results, [r.question for r in forget.records[: e.set_size or None]])
+        # Its truth-ratio values and, with a holdout set, its attack scores of the same questions.
+        retain_reference_from_results(e.retain_results, [r.question for r in forget.records[: e.set_size or None]],
+                                      loaded.holdout, eval_settings(cfg))
     if e.retain_model:
         from obliviate.models import resolve_model
         resolve_model(e.retain_model)
