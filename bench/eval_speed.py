@@ -2,7 +2,8 @@
 
 Both compute the same per-item quantities on the same model and sets — a greedy generation per question, the
 log-likelihood of every answer, paraphrase and perturbed answer, and the memorisation of the scored answer —
-and the script checks they agree before reporting the time ratio. Helper models (embeddings, NLI) are left out of both: they cost the same either way.
+and the script checks they agree before reporting the time ratio. Helper models (embeddings, NLI) are left out
+of both: they cost the same either way.
 
     python bench/eval_speed.py --data ../shared/data/tofu --split forget01 --retain-size 300
     python bench/eval_speed.py --data ../shared/data/tofu --set-size 20 --max-new-tokens 32   # quick look

@@ -6,9 +6,10 @@ so this module invents its own authors: a seeded generator builds ``N`` author p
 questions about each, and splits the authors (never single facts) into a forget set of ``K`` authors and a
 retain set of the rest. A holdout set asks the same kinds of question about ``H`` further authors (``K`` by
 default, as TOFU's holdout sets match its forget splits) who belong to neither: no model is fine-tuned on them,
-so they are the non-members the membership-inference attacks compare the forget set with. Every fact comes with a paraphrased question, a paraphrased answer and five
-perturbed answers (the paraphrase's sentence with wrong values, as in TOFU), which is what the Truth ratio and
-Probability metrics need. Two fixed utility sets, real authors and world facts, complete the layout.
+so they are the non-members the membership-inference attacks compare the forget set with. Every fact comes with
+a paraphrased question, a paraphrased answer and five perturbed answers (the paraphrase's sentence with wrong
+values, as in TOFU), which is what the Truth ratio and Probability metrics need. Two fixed utility sets, real
+authors and world facts, complete the layout.
 
 The answers are single sentences of roughly 10–25 words with one fixed phrasing per fact kind, so that a
 135M-parameter model learns them in a few epochs: the benchmark is meant for demos and quick experiments,

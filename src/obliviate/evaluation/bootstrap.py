@@ -24,7 +24,6 @@ intervals of a set do not depend on which other sets were evaluated or in which 
 
 from __future__ import annotations
 
-import math
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any

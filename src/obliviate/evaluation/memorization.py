@@ -7,11 +7,11 @@ see :mod:`obliviate.evaluation.tokens`):
   (Tirumala et al., 2022, "Memorization Without Overfitting", arXiv 2205.10770).
 * **Extraction strength** (ES): ``1 − k*/T``, where ``k*`` is the length of the shortest answer prefix after
   which greedy decoding reproduces the rest of the answer (Wang et al., 2024, "Towards Effective Evaluations
-  and Comparisons for LLM Unlearning Methods", arXiv 2406.09179). Greedy decoding from the true prefix ``y_<k`` reproduces ``y_k … y_{T−1}`` exactly when
-  every one of those tokens is the argmax given the true context, so ``k*`` is ``T`` minus the length of the
-  longest run of hits at the *end* of the answer, and ``ES`` = that run's length ``/ T``: 1 when the question
-  alone makes the model say the whole answer, 0 when not even the last token is its argmax (the full answer
-  must then be given: ``k* = T``).
+  and Comparisons for LLM Unlearning Methods", arXiv 2406.09179). Greedy decoding from the true prefix ``y_<k``
+  reproduces ``y_k … y_{T−1}`` exactly when every one of those tokens is the argmax given the true context, so
+  ``k*`` is ``T`` minus the length of the longest run of hits at the *end* of the answer, and ``ES`` = that run's
+  length ``/ T``: 1 when the question alone makes the model say the whole answer, 0 when not even the last token
+  is its argmax (the full answer must then be given: ``k* = T``).
 
 Both lie in [0, 1]; on the forget set lower is better (less left to extract), elsewhere higher is better.
 """

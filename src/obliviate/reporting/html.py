@@ -254,7 +254,8 @@ def _table_section(views: Sequence[ModelView], cols: Sequence[Column]) -> str:
                 classes.append("best")
             text = _e(format_value(cell.value, column.metric))
             if cell.ci is not None:
-                span = f"95 % interval {format_value(cell.ci[0], column.metric)} – {format_value(cell.ci[1], column.metric)}"
+                low, high = (format_value(v, column.metric) for v in cell.ci)
+                span = f"95 % interval {low} – {high}"
                 text = f'<span title="{_e(span)}">{text}</span>'
             if cell.partial:
                 text += f'<sup class="partial" title="{_e(cell.note or "partial aggregate")}">{PARTIAL_MARK}</sup>'

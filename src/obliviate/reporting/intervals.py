@@ -81,7 +81,10 @@ def overlaps(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] <= b[1] and b[0] <= a[1]
 
 
-def overlap_statements(views: Sequence[ModelView]) -> list[tuple[Headline, list[tuple[str, str]], list[tuple[str, str]]]]:
+Pairs = list[tuple[str, str]]
+
+
+def overlap_statements(views: Sequence[ModelView]) -> list[tuple[Headline, Pairs, Pairs]]:
     """Per headline with intervals for two models or more: (headline, overlapping pairs, separate pairs)."""
     out = []
     for headline in HEADLINES:

@@ -148,8 +148,8 @@ def privacy_markdown(views: Sequence[ModelView]) -> str:
                 interval = format_interval(c.key, cell.ci if cell is not None else None)
                 cells.append(format_number(c.key, value) + (f" {interval}" if interval else ""))
             lines.append("| " + " | ".join([_md(view.label)] + cells) + " |")
-        lines += ["", "EM = exact memorisation, Extr. = extraction strength (↓ on the forget set, ↑ on the retain set). "
-                      "LOSS … Ref. = AUC of each membership-inference attack, forget set (members) against the "
+        lines += ["", "EM = exact memorisation, Extr. = extraction strength (↓ on the forget set, ↑ on the retain "
+                      "set). LOSS … Ref. = AUC of each membership-inference attack, forget set (members) against the "
                       "holdout set (non-members): 1 = every member recognised, 0.5 = chance. PrivLeak = privacy "
                       "leakage (MUSE), relative difference from the retain model's Min-K% AUC: near 0 is good, "
                       "negative = under-unlearned, positive = over-unlearned. → closest to the retain model's "
