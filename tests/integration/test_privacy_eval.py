@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
+import yaml
 
 from obliviate.benchmarks.synthetic import generate_benchmark
 from obliviate.cli import main
 from obliviate.data.formatting import PromptFormatter
+from obliviate.evaluation.bootstrap import set_metric_samples
 from obliviate.likelihood import answer_gradient_norms, answer_token_stats, tree_prompt_logprobs
 from obliviate.models import load_model
 
@@ -175,6 +178,14 @@ def test_every_value_has_an_interval_and_bootstrap_zero_turns_them_off(records, 
             assert ("ci" in entry) is (entry["value"] is not None), name
     for name in ("model_utility", "model_utility_tofu", "forget_efficacy", "forget_quality"):
         assert "ci" in record["aggregates"][name], name
+    # The bootstrap recomputes each metric as the evaluation computed its value: the identity "resample" (every
+    # item once, in order) gives back every recorded value, truth ratio and utility-set probability included.
+    for set_name, s in record["sets"].items():
+        identity = np.arange(len(s["items"]))[None, :]
+        recomputed = set_metric_samples(s, identity)
+        assert set(recomputed) == {m for m, e in s["metrics"].items() if e["value"] is not None}, set_name
+        for metric, values in recomputed.items():
+            assert values[0] == pytest.approx(s["metrics"][metric]["value"], rel=1e-12, abs=1e-15), (set_name, metric)
     assert _eval(tiny_model_dir, bench, tmp_path / "r", "--bootstrap", "0", "--no-gradnorm") == 0
     plain = json.loads((tmp_path / "r" / "results.json").read_text())
     assert '"ci"' not in json.dumps(plain["sets"]) and '"ci"' not in json.dumps(plain["aggregates"])
@@ -201,3 +212,44 @@ def test_a_benchmark_without_holdout_says_so(tiny_model_dir, tmp_path) -> None:
     assert _eval(tiny_model_dir, old, tmp_path / "r") == 0
     privacy = json.loads((tmp_path / "r" / "results.json").read_text())["privacy"]
     assert privacy["available"] is False and "holdout_perturbed.json" in privacy["reason"]
+
+
+def test_report_over_runs_that_differ_only_in_seed(tiny_model_dir, bench, tmp_path, capsys) -> None:
+    """`obliviate unlearn` twice with only train.seed changed, then `obliviate report` over both folders: the
+    runs form one seed group (mean ± sample std of each headline number), and the report says whether their
+    intervals overlap."""
+    folders = []
+    for seed in (1, 2):
+        out = tmp_path / f"ga-gd-{seed}"
+        config = tmp_path / f"seed{seed}.yaml"
+        config.write_text(yaml.safe_dump({
+            "kind": "unlearn", "output_dir": str(out), "model": {"name": str(tiny_model_dir)},
+            "data": {"forget": str(bench / "forget.json"), "retain": str(bench / "retain.json")},
+            "method": {"name": "GA+GD"}, "train": {"max_steps": 2, "batch_size": 2, "warmup_epochs": 0.0, "seed": seed},
+            "eval": {"max_new_tokens": 2, "batch_size": 8, "set_size": 3, "embedding_model": None, "nli_model": None,
+                     "bootstrap": 200, "gradnorm": False}}))
+        assert main(["unlearn", "--config", str(config)]) == 0
+        folders.append(out)
+    records = [json.loads((f / "results.json").read_text()) for f in folders]
+    assert [r["seed"] for r in records] == [1, 2] and all(r["privacy"]["available"] for r in records)
+    fe = [r["aggregates"]["forget_efficacy"]["value"] for r in records]
+    mu = [r["aggregates"]["model_utility"]["value"] for r in records]
+    assert fe[0] != fe[1]      # the seed changed the run (batch order), so the spread is a real one
+    capsys.readouterr()
+    assert main(["report", *map(str, folders), "--out", str(tmp_path / "report.html")]) == 0
+    table = (tmp_path / "report.md").read_text()
+
+    def mean_std(values):      # sample standard deviation of two values: |a − b| / √2
+        return f"{sum(values) / 2:.3f} ± {abs(values[0] - values[1]) / math.sqrt(2):.3f}"
+
+    assert "### Across seeds" in table
+    assert f"| GA+GD | 1, 2 | {mean_std(mu)} | {mean_std(fe)} | n/a | n/a |" in table
+    # Both runs carry MU and FE intervals: the report states, for each, whether the two overlap.
+    pair = "GA+GD (ga-gd-1) – GA+GD (ga-gd-2)"
+    for short in ("MU", "FE"):
+        (lo1, hi1), (lo2, hi2) = (r["aggregates"]["model_utility" if short == "MU" else "forget_efficacy"]["ci"]
+                                  for r in records)
+        expected = f"overlap {pair}; separate none" if lo1 <= hi2 and lo2 <= hi1 else f"overlap none; separate {pair}"
+        assert f"- {short}: {expected}" in table
+    page = (tmp_path / "report.html").read_text()
+    assert 'id="uncertainty"' in page and "Across seeds" in page and 'class="errorbar"' in page
