@@ -66,6 +66,8 @@ def _set(kind: str, items: list[dict]) -> dict:
     metrics = {m: {"value": mean(m), "higher_is_better": True} for m in
                ("rouge_l", "rouge1", "probability", "token_entropy", "exact_memorization", "extraction_strength")}
     metrics["truth_ratio"] = {"value": tr, "higher_is_better": kind != "forget"}
+    if kind == "forget":   # TOFU's form, mean(min(x, 1/x)), recorded on the forget set only
+        metrics["truth_ratio_tofu"] = {"value": 1 - tr, "higher_is_better": True}
     for m in ("cosine_similarity", "entailment"):
         metrics[m] = {"value": None, "higher_is_better": True, "available": False, "reason": "none"}
     return {"kind": kind, "size": len(items), "metrics": metrics, "items": items}
@@ -123,6 +125,7 @@ def test_a_set_of_identical_items_has_a_point_interval() -> None:
     metrics = body["sets"]["forget"]["metrics"]
     assert metrics["truth_ratio"]["value"] == pytest.approx(0.5)
     assert metrics["truth_ratio"]["ci"] == pytest.approx([0.5, 0.5])
+    assert metrics["truth_ratio_tofu"]["ci"] == pytest.approx([0.5, 0.5])
     assert metrics["probability"]["ci"] == pytest.approx([0.25, 0.25])
 
 
@@ -145,6 +148,14 @@ def test_resampled_aggregates_equal_the_aggregate_functions_on_each_resample(bod
                       for b in range(40)]
         assert vectorised == pytest.approx(one_by_one, abs=1e-12), name
         assert name != "model_utility" or min(one_by_one) == 0.0    # the zero case was exercised
+
+
+def test_both_truth_ratio_forms_resample_the_same_items(body: dict) -> None:
+    """On every resample of the forget set, TOFU's form mean(min(x, 1/x)) is 1 − the paper's form."""
+    forget = body["sets"]["forget"]
+    samples = boot.set_metric_samples(forget, boot.resample_indices(len(forget["items"]), 50, boot.set_rng(0, "f")))
+    assert samples["truth_ratio_tofu"] == pytest.approx(1.0 - samples["truth_ratio"], abs=1e-12)
+    assert samples["truth_ratio_tofu"].std() > 0
 
 
 def test_an_aggregate_is_not_resampled_when_a_component_cannot_be(body: dict) -> None:

@@ -55,6 +55,7 @@ ITEM_METRICS: dict[str, str] = {
     "rouge1": "rouge1",
     "probability": "probability",
     "truth_ratio": "truth_ratio_x",
+    "truth_ratio_tofu": "truth_ratio_x",
     "token_entropy": "token_entropy",
     "cosine_similarity": "cosine_similarity",
     "entailment": "entailment",
@@ -101,7 +102,8 @@ def set_metric_samples(set_entry: Mapping[str, Any], idx: np.ndarray) -> dict[st
 
     Only metrics whose value is available and whose per-item values are all recorded are resampled; the
     set's value is always the mean of its items' values (for the truth ratio, of ``min(x, 1/x)`` on the forget
-    set, subtracted from 1, and of ``max(0, 1 − 1/x)`` elsewhere — docs/metrics.md).
+    set, subtracted from 1, and of ``max(0, 1 − 1/x)`` elsewhere; for TOFU's form of it, of ``min(x, 1/x)`` —
+    docs/metrics.md).
     """
     items = set_entry.get("items") or []
     metrics = set_entry.get("metrics") or {}
@@ -113,7 +115,11 @@ def set_metric_samples(set_entry: Mapping[str, Any], idx: np.ndarray) -> dict[st
         raw = [it.get(field) for it in items]
         if not raw or any(v is None for v in raw) or len(raw) != idx.shape[1]:
             continue
-        if metric == "truth_ratio":
+        if metric == "truth_ratio_tofu":
+            # TOFU's forget-set form, mean(min(x, 1/x)): the paper's forget form without the "1 −".
+            contrib = np.asarray(M.truth_ratio_forget_items(raw), dtype=float)
+            out[metric] = contrib[idx].mean(axis=1)
+        elif metric == "truth_ratio":
             if set_entry.get("kind") == "forget":
                 contrib = np.asarray(M.truth_ratio_forget_items(raw), dtype=float)
                 out[metric] = 1.0 - contrib[idx].mean(axis=1)
