@@ -126,9 +126,9 @@ def _load_sets(spec: BenchmarkSpec) -> LoadedBenchmark:
         if held.is_file():
             holdout = Holdout(load_qa(held), {"source": str(held)})
         else:
-            holdout = Holdout(None, {"source": str(held), "reason": f"{folder} has no holdout_perturbed.json (written "
-                                                                    "before synthetic benchmarks had holdout authors, "
-                                                                    "or with none); regenerate it with obliviate synth"})
+            reason = (f"{folder} has no holdout_perturbed.json (written before synthetic benchmarks had holdout "
+                      "authors, or with none); regenerate it with obliviate synth")
+            holdout = Holdout(None, {"source": str(held), "reason": reason})
         return LoadedBenchmark(sets, info, list(paths.values()), holdout)
     if not spec.files:
         raise ObliviateError("the files benchmark needs at least one set, e.g. forget=forget.json")
