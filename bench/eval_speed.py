@@ -1,8 +1,9 @@
 """Evaluation speed: the batched suite against a straightforward one-item-at-a-time loop, in one run.
 
-Both compute the same per-item quantities on the same model and sets — a greedy generation per question and
-the log-likelihood of every answer, paraphrase and perturbed answer — and the script checks they agree before
-reporting the time ratio. Helper models (embeddings, NLI) are left out of both: they cost the same either way.
+Both compute the same per-item quantities on the same model and sets — a greedy generation per question, the
+log-likelihood of every answer, paraphrase and perturbed answer, and the memorisation of the scored answer —
+and the script checks they agree before reporting the time ratio. Helper models (embeddings, NLI) are left out
+of both: they cost the same either way.
 
     python bench/eval_speed.py --data ../shared/data/tofu --split forget01 --retain-size 300
     python bench/eval_speed.py --data ../shared/data/tofu --set-size 20 --max-new-tokens 32   # quick look
@@ -23,12 +24,13 @@ import torch
 from obliviate.benchmarks.tofu import load_tofu
 from obliviate.data.formatting import PromptFormatter
 from obliviate.evaluation import suite
+from obliviate.evaluation.memorization import exact_memorization, extraction_strength
 from obliviate.evaluation.suite import EvalSet, EvalSettings, Scorers, evaluate_model
 from obliviate.evaluation.scorers import Unavailable
 from obliviate.models import ensure_default_model, load_model
 
 
-PHASES = {"generation": 0.0, "likelihood": 0.0}
+PHASES = {"generation": 0.0, "likelihood": 0.0, "token_stats": 0.0}
 
 
 @contextmanager
@@ -59,21 +61,26 @@ def naive_set(model, fmt: PromptFormatter, eval_set: EvalSet, max_new_tokens: in
                                  pad_token_id=tok.pad_token_id)
         text = tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=True).strip()
 
-        def mean_logp(answer: str, question: str = r.question) -> float:
+        hits: list[bool] = []
+
+        def mean_logp(answer: str, question: str = r.question, keep_hits: bool = False) -> float:
             enc = fmt.encode(question, answer)
             x = torch.tensor([enc.input_ids])
             logp = torch.log_softmax(model(input_ids=x).logits[0, :-1].float(), -1)
             labels = torch.tensor(enc.labels[1:])
             keep = labels != -100
+            if keep_hits:  # memorisation reads the same forward pass: argmax hits of the answer's tokens
+                hits.extend((logp[keep].argmax(-1) == labels[keep]).tolist())
             return float(logp[keep].gather(-1, labels[keep].unsqueeze(-1)).mean())
 
         with phase("likelihood"):
-            answer = mean_logp(r.eval_answer)
+            answer = mean_logp(r.eval_answer, keep_hits=True)
             para = (mean_logp(r.paraphrased_answer) if eval_set.kind != "utility" and r.paraphrased_answer
                     else answer)
             pert = [mean_logp(p) for p in r.perturbed_answers]
         x = math.exp(sum(-p for p in pert) / len(pert) + para)
-        out.append({"generation": text, "answer_logp": answer, "truth_ratio_x": x})
+        out.append({"generation": text, "answer_logp": answer, "truth_ratio_x": x,
+                    "exact_memorization": exact_memorization(hits), "extraction_strength": extraction_strength(hits)})
     return out
 
 
@@ -102,17 +109,21 @@ def main() -> None:
     else:
         sets = [EvalSet(name, rows[:limit]) for name, rows in full.items()]
     scorers = Scorers(embedder=Unavailable("excluded from the timing"), nli=Unavailable("excluded from the timing"))
-    settings = EvalSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    # No holdout set and no intervals: the privacy attacks and the bootstrap have no counterpart in the loop.
+    settings = EvalSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, bootstrap=0)
 
     # Phase timers around the suite's two model-running calls (the rest is metric arithmetic).
     suite.generate_answers = timed("generation", suite.generate_answers)
     suite.shared_prompt_logprobs = timed("likelihood", suite.shared_prompt_logprobs)
     suite.tree_prompt_logprobs = timed("likelihood", suite.tree_prompt_logprobs)
+    # The per-token pass behind exact memorisation and extraction strength (the loop reads them off the
+    # likelihood pass it already runs).
+    suite.answer_token_stats = timed("token_stats", suite.answer_token_stats)
     t0 = time.perf_counter()
     ours = evaluate_model(model, fmt, sets, scorers=scorers, settings=settings)["sets"]
     t_ours = time.perf_counter() - t0
     phases_ours = dict(PHASES)
-    PHASES.update(generation=0.0, likelihood=0.0)
+    PHASES.update(generation=0.0, likelihood=0.0, token_stats=0.0)
     t0 = time.perf_counter()
     naive = {e.name: naive_set(model, fmt, e, args.max_new_tokens) for e in sets}
     t_naive = time.perf_counter() - t0
@@ -122,6 +133,8 @@ def main() -> None:
                    for a, b in zip(ours[e.name]["items"], naive[e.name]))
     worst_x = max(abs(a["truth_ratio_x"] - b["truth_ratio_x"]) / max(abs(b["truth_ratio_x"]), 1e-12)
                   for e in sets for a, b in zip(ours[e.name]["items"], naive[e.name]))
+    worst_em = max(abs(a[k] - b[k]) for e in sets for a, b in zip(ours[e.name]["items"], naive[e.name])
+                   for k in ("exact_memorization", "extraction_strength"))
     n = sum(len(e.records) for e in sets)
     print(json.dumps({"items": n, "sets": {e.name: len(e.records) for e in sets},
                       "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
@@ -131,6 +144,7 @@ def main() -> None:
                       "phases_one_at_a_time": {k: round(v, 1) for k, v in phases_naive.items()},
                       "identical_generations": f"{gen_same}/{n}",
                       "max_rel_diff_truth_ratio_x": worst_x,
+                      "max_abs_diff_memorization": worst_em,
                       "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
                       "threads": torch.get_num_threads()}))
 

@@ -69,11 +69,13 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from obliviate.benchmarks.synthetic import generate_benchmark
 
     bench = generate_benchmark(authors=args.authors, facts=args.facts, seed=args.seed,
-                               forget_authors=args.forget_authors)
+                               forget_authors=args.forget_authors, holdout_authors=args.holdout_authors)
     out = bench.write(args.out, overwrite=args.overwrite)
     splits = bench.splits()
     print(f"wrote {out}: " + ", ".join(f"{name} {len(rows)}" for name, rows in splits.items()))
     print("forget authors: " + ", ".join(bench.forget_author_names))
+    if bench.holdout_author_names:
+        print("holdout authors (in no training file): " + ", ".join(bench.holdout_author_names))
     return 0
 
 
@@ -134,6 +136,8 @@ def _check_counts(args: argparse.Namespace) -> None:
                 for name in ("batch_size", "max_new_tokens") if getattr(args, name) < 1]
     if args.set_size is not None and args.set_size < 1:
         problems.append(f"--set-size must be >= 1 (or left out for every row), got {args.set_size}")
+    if getattr(args, "bootstrap", 0) < 0:
+        problems.append(f"--bootstrap must be >= 0 (0 = no confidence intervals), got {args.bootstrap}")
     if problems:
         raise ObliviateError("; ".join(problems))
 
@@ -210,7 +214,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     none = lambda v: None if v in (None, "none", "") else v  # noqa: E731
     settings = EvalSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, set_size=args.set_size,
                             embedding_model=none(args.embedding_model), nli_model=none(args.nli_model),
-                            real_world=args.real_world)
+                            real_world=args.real_world, bootstrap=args.bootstrap, gradnorm=not args.no_gradnorm)
     if args.benchmark != "wmdp" and (args.tasks or args.include_path or args.limit is not None):
         raise ObliviateError("--tasks, --include-path and --limit are options of --benchmark wmdp")
     if args.limit is not None and args.limit < 1:
@@ -219,8 +223,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.tasks is not None and not tasks:
         raise ObliviateError("--tasks: give at least one lm-eval task name, e.g. --tasks wmdp_bio,mmlu")
     bench = BenchmarkSpec(kind=args.benchmark, source=args.data, split=args.split, task=args.task,
-                          files=_parse_files(args.file), real_world=args.real_world, tasks=tasks,
-                          include_path=args.include_path, limit=args.limit)
+                          files=_parse_files(args.file), real_world=args.real_world, holdout=args.holdout,
+                          tasks=tasks, include_path=args.include_path, limit=args.limit)
     results = evaluate(model_spec, bench, out, settings=settings, dtype=args.dtype, template=template or "chat",
                        system_prompt=system_prompt, retain_model=args.retain_model,
                        retain_results=args.retain_results, run_info=run_info, seed=args.seed)
@@ -255,6 +259,12 @@ def _print_results_summary(results: dict) -> None:
         value = "n/a" if a.get("value") is None else f"{a['value']:.4g}"
         extra = a.get("reason") or a.get("note") or ""
         print(f"{name:<22} {value:>10}  {extra}")
+    privacy = results.get("privacy") or {}
+    if privacy:
+        leak = (privacy.get("metrics") or {}).get("privacy_leakage") or {}
+        value = "n/a" if leak.get("value") is None else f"{leak['value']:+.1f}%"
+        why = privacy.get("reason") or leak.get("reason") or "Min-K% attack, against the retain model; 0 is ideal"
+        print(f"{'privacy_leakage':<22} {value:>10}  {why}")
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -399,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--facts", type=int, default=10, help="facts (questions) per author (default 10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--forget-authors", type=int, default=None, help="authors in the forget split (default 10%%)")
+    p.add_argument("--holdout-authors", type=int, default=None,
+                   help="authors in the holdout split, in no training file (default: as many as forget)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=_cmd_synth)
@@ -451,6 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sentence-embedding model for cosine similarity ('none' to skip)")
     p.add_argument("--nli-model", default="sileod/deberta-v3-base-tasksource-nli",
                    help="NLI model for the entailment score ('none' to skip)")
+    p.add_argument("--holdout", default=None, metavar="FILE",
+                   help="QA file of non-members for the privacy attacks (default: the benchmark's holdout set)")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                   help="bootstrap resamples per confidence interval (default 1000; 0 = none)")
+    p.add_argument("--no-gradnorm", action="store_true",
+                   help="skip the GradNorm attack (it takes one backward pass per forget and holdout item)")
     p.add_argument("--template", default=None, help="prompt template (default: the run's, else chat)")
     p.add_argument("--system-prompt", default=None,
                    help="system prompt (default: the run's, else none; a template's own default is left out)")

@@ -120,6 +120,9 @@ class EvalConfig:
     retain_results: str | None = None   # results.json of a retain model, for Forget Quality
     retain_model: str | None = None     # or a retain model to evaluate for it
     real_world: bool = False            # real-world entailment direction
+    holdout: str | None = None          # QA file of non-members for the privacy attacks (default: the benchmark's)
+    bootstrap: int = 1000               # bootstrap resamples per confidence interval; 0 = no intervals
+    gradnorm: bool = True               # run the GradNorm attack (a backward pass per forget/holdout item)
     benchmark: str | None = None        # null = inferred from data; or muse / wmdp (docs/muse_wmdp.md)
     source: str | None = None           # muse: the MUSE folder or hub id (default: inferred from data.forget)
     tasks: list[str] = field(default_factory=list)   # wmdp: lm-eval tasks (default wmdp_bio, wmdp_cyber, mmlu)
@@ -146,6 +149,8 @@ class UnlearnConfig:
                 errors.append(f"eval.{key}: must be >= 1, got {getattr(e, key)}")
         if e.set_size is not None and e.set_size < 1:
             errors.append(f"eval.set_size: must be >= 1 or null, got {e.set_size}")
+        if e.bootstrap < 0:
+            errors.append(f"eval.bootstrap: must be >= 0 (0 = no confidence intervals), got {e.bootstrap}")
         if e.retain_results and e.retain_model:
             errors.append("eval: eval.retain_results and eval.retain_model are alternatives; give one")
         errors += _eval_benchmark_errors(e)

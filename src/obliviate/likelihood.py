@@ -219,3 +219,80 @@ def _score_trees(model, trees: list[_Tree], pad_token_id: int, device) -> list[l
     for (row, k), total in sums.items():
         out[row][k] = (total, out[row][k][1])
     return out
+
+
+# -- per-token statistics and gradient norms of answers (membership inference, memorisation) -----------------
+
+
+def answer_token_stats(model, pairs: Sequence[tuple[list[int], list[int]]], *, pad_token_id: int,
+                       batch_size: int = 16, device: torch.device | str | None = None) -> list:
+    """:class:`~obliviate.evaluation.tokens.TokenStats` of each ``(prompt_ids, answer_ids)`` pair.
+
+    Each row is the prompt followed by the answer, left-padded with explicit position ids (so every sequence
+    sits at positions 0, 1, 2, … of its own), rows sorted by length; only the logits that predict answer
+    tokens are computed. Results come back in input order.
+    """
+    from obliviate.evaluation.tokens import token_stats
+
+    if device is None:
+        device = next(model.parameters()).device
+    results: list = [None] * len(pairs)
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+    with inference(model):
+        for start in range(0, len(order), batch_size):
+            chunk = order[start: start + batch_size]
+            rows = [list(pairs[i][0]) + list(pairs[i][1]) for i in chunk]
+            ids = pad_sequences(rows, pad_token_id, side="left").to(device)
+            mask = pad_sequences([[1] * len(r) for r in rows], 0, side="left").to(device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            keep = max(len(pairs[i][1]) for i in chunk) + 1      # the last answer's logits are not needed
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                           logits_to_keep=keep).logits
+            for row, i in enumerate(chunk):
+                answer = list(pairs[i][1])
+                # Kept position j is row position W - keep + j; answer token t is predicted at W - A - 1 + t.
+                first = keep - len(answer) - 1
+                results[i] = token_stats(logits[row, first: first + len(answer)], answer)
+    return results
+
+
+def answer_gradient_norms(model, pairs: Sequence[tuple[list[int], list[int]]], *,
+                          device: torch.device | str | None = None) -> list[float]:
+    """For each ``(prompt_ids, answer_ids)``: the mean over parameter tensors of ``‖∇_θ ℓ̄(a|q)‖₂``.
+
+    ``ℓ̄`` is the mean token NLL of the answer tokens; one forward and backward pass per pair, in eval mode
+    (no dropout). Gradients are taken with respect to every floating-point parameter (frozen ones included,
+    their ``requires_grad`` restored afterwards) through ``torch.autograd.grad``, so no ``.grad`` is touched.
+    A LoRA-wrapped model's adapter weights are left out: the gradient with respect to a base weight ``W`` is
+    ``∂L/∂y · xᵀ`` whatever the adapter adds to ``y``, i.e. that of the merged model's weight, so the norm is
+    the same merged or not.
+    """
+    from obliviate.models import is_peft_model
+
+    if device is None:
+        device = next(model.parameters()).device
+    named = model.named_parameters()
+    if is_peft_model(model):
+        named = ((n, p) for n, p in named if "lora_" not in n)
+    params = [p for _, p in named if p.is_floating_point()]
+    frozen = [p for p in params if not p.requires_grad]
+    was_training = model.training
+    model.eval()
+    out: list[float] = []
+    try:
+        for p in frozen:
+            p.requires_grad_(True)
+        for prompt, answer in pairs:
+            ids = torch.tensor([list(prompt) + list(answer)], device=device)
+            targets = torch.tensor(list(answer), device=device)
+            with torch.enable_grad():
+                logits = model(input_ids=ids).logits[0, len(prompt) - 1: -1].float()
+                nll = -(logits.log_softmax(-1).gather(-1, targets[:, None])).mean()
+                grads = torch.autograd.grad(nll, params, allow_unused=True)
+            norms = [g.detach().float().norm() for g in grads if g is not None]
+            out.append(float(torch.stack(norms).mean()))
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
+        model.train(was_training)
+    return out

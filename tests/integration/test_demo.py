@@ -33,6 +33,18 @@ def test_demo_runs_end_to_end_and_reuses_finished_steps(tiny_model_dir, tmp_path
         assert info["kind"] == kind and set(info["evaluation"]["metrics"]) >= {"forget.rouge_l", "model_utility"}
     fq = read_card(tmp_path / "demo" / "me_gd" / "model")["obliviate"]["evaluation"]["metrics"]["forget_quality"]
     assert fq["value"] == results["ME+GD"]["aggregates"]["forget_quality"]["value"]
+    # The demo's synthetic benchmark has holdout authors: every model gets a privacy section, the unlearned
+    # ones against the demo's retain model (its AUC as each AUC's reference), and intervals beside the values.
+    for name in ("ME+GD", "IDK+AP", "target"):
+        privacy = results[name]["privacy"]
+        assert privacy["available"] is True and privacy["holdout"]["source"].endswith("holdout_perturbed.json")
+        auc = privacy["metrics"]["auc_min_k"]
+        assert 0.0 <= auc["value"] <= 1.0 and auc["reference"] is not None and auc["ci"][0] <= auc["ci"][1]
+        leak = privacy["metrics"]["privacy_leakage"]
+        assert leak["value"] is not None or "AUC is 1" in leak["reason"]
+        assert "ci" in results[name]["aggregates"]["forget_quality"]
+    report_md = (tmp_path / "demo" / "report.md").read_text()
+    assert "### Privacy and memorisation" in report_md and "### 95 % confidence intervals" in report_md
     html = (tmp_path / "demo" / "report.html").read_text()
     assert "IDK+AP" in html and "<svg" in html
     stamp = (tmp_path / "demo" / "me_gd" / "results.json").stat().st_mtime_ns

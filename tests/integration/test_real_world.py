@@ -111,8 +111,10 @@ def test_unlearning_from_the_cpu_config_evaluates_forget_and_neighbour_sets(tiny
     assert record["benchmark"]["forget_people"] == ["Marie Curie", "Charles Darwin", "Jane Austen"]
     assert record["settings"]["real_world"] is True and record["run"]["method"] == "ME+GD"
     aggregates = real_world_aggregates(record["sets"])
-    # The record carries the real-world aggregates, not TOFU's.
-    assert record["aggregates"] == aggregates
+    # The record carries the real-world aggregates, not TOFU's, each with its bootstrap interval beside it.
+    assert {k: {f: v for f, v in a.items() if f != "ci"} for k, a in record["aggregates"].items()} == aggregates
+    assert record["aggregates"]["forget_efficacy"]["ci"][0] <= aggregates["forget_efficacy"]["value"] \
+        <= record["aggregates"]["forget_efficacy"]["ci"][1]
     # No embedding or NLI model: four of the six neighbour numbers, three of five forget numbers.
     assert aggregates["model_utility"]["available"] and aggregates["model_utility"]["partial"]
     assert set(aggregates["model_utility"]["missing"]) == {"neighbor.cosine_similarity", "neighbor.entailment"}

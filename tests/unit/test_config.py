@@ -83,3 +83,12 @@ def test_bad_overrides_and_bad_files(tmp_path):
     bad.write_text("train: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config("unlearn", bad)
+
+
+def test_evaluation_intervals_holdout_and_gradnorm_settings():
+    cfg = config_from_dict("unlearn", {"data": {"forget": "f.json"}},
+                           ["eval.bootstrap=200", "eval.holdout=h.json", "eval.gradnorm=false"])
+    assert (cfg.eval.bootstrap, cfg.eval.holdout, cfg.eval.gradnorm) == (200, "h.json", False)
+    assert config_from_dict("unlearn", {"data": {"forget": "f.json"}}).eval.bootstrap == 1000
+    with pytest.raises(ConfigError, match=r"eval.bootstrap: must be >= 0 \(0 = no confidence intervals\), got -5"):
+        config_from_dict("unlearn", {"data": {"forget": "f.json"}}, ["eval.bootstrap=-5"])

@@ -40,14 +40,14 @@ class WhitespaceTokenizer:
 # ------------------------------------------------------------------------------------------------ registry
 
 
-def test_registry_lists_the_eight_metrics():
+def test_registry_lists_every_metric():
     assert set(METRICS) == {"rouge_l", "rouge1", "probability", "truth_ratio", "truth_ratio_tofu", "token_entropy",
-                            "cosine_similarity", "entailment"}
+                            "cosine_similarity", "entailment", "exact_memorization", "extraction_strength"}
     assert all(spec.description for spec in METRICS.values())
 
 
 @pytest.mark.parametrize("metric", ["rouge_l", "rouge1", "probability", "truth_ratio", "cosine_similarity",
-                                    "entailment"])
+                                    "entailment", "exact_memorization", "extraction_strength"])
 def test_knowledge_metrics_are_lower_is_better_only_on_forget(metric):
     """results.md: on the forget set less knowledge is better; on retain/utility sets more is."""
     assert higher_is_better(metric, "forget") is False

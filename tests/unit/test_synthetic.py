@@ -381,3 +381,66 @@ def test_splits_map_to_file_names(bench: SyntheticBenchmark) -> None:
     assert splits["forget_perturbed"] == bench.forget and splits["retain"] == bench.retain
     splits["forget"].clear()  # a copy: the benchmark itself is unchanged
     assert bench.forget
+
+
+# --- the holdout set ------------------------------------------------------------------------------------
+
+# sha256 of the files generate_benchmark(authors=12, facts=6, seed=3) wrote before holdout authors existed
+# (generator version 2): adding them must leave every one of these files byte for byte as it was.
+_FILES_BEFORE_HOLDOUT = {
+    "forget.json": "e41a442e6ac0d834160e6ead640ae49c63c4f791e6faa6c1b3524335d655a093",
+    "forget_perturbed.json": "6be1317b5f5c39091c943853b76f540d83ef9b8de06a1ab825988383d0e9b2cb",
+    "retain.json": "511924f35277a382204e7ea003b386ce45969ce29cc3314e55978f97c6b80e12",
+    "retain_perturbed.json": "b5bd6df7ea71406b6759bee0cee6b9efb8bb16a3019fded6f68fcc88dd2295ba",
+    "real_authors_perturbed.json": "d3f0d39196ea84adc6e7a6dafbde63da286d25995761fd3252667b6e9bf752b1",
+    "world_facts_perturbed.json": "77f86d856fe531a54c1d07bc4594cbb971883afca016069680fe1996919f9b06",
+}
+
+
+def test_holdout_leaves_the_other_files_as_they_were(tmp_path: Path) -> None:
+    import hashlib
+
+    for holdout in (None, 0, 5):
+        out = generate_benchmark(authors=12, facts=6, seed=3, holdout_authors=holdout).write(tmp_path / f"h{holdout}")
+        for name, digest in _FILES_BEFORE_HOLDOUT.items():
+            assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest, (holdout, name)
+
+
+def test_holdout_authors_are_in_no_other_set(bench: SyntheticBenchmark) -> None:
+    # Default: as many holdout authors as forget authors, asked as many questions each.
+    assert len(bench.holdout_author_names) == len(bench.forget_author_names) == 3
+    assert len(bench.holdout) == 3 * len(FACT_KINDS)
+    assert {r.name for r in bench.holdout} == set(bench.holdout_author_names)
+    assert all(r.task_id is None and r.paraphrased_answer and len(r.perturbed_answers) == 5 for r in bench.holdout)
+    # No holdout name is a benchmark author's, nor appears anywhere in a forget, retain or utility row (wrong
+    # answers included): a model fine-tuned on the training files has never seen these authors.
+    text = "\n".join(v for r in [*bench.forget, *bench.retain, *bench.real_authors, *bench.world_facts]
+                     for v in (r.question, r.answer, r.paraphrased_answer or "", *r.perturbed_answers))
+    for name in bench.holdout_author_names:
+        assert name not in {p.name for p in bench.authors} and name not in text
+    # Nor do their books belong to a benchmark author.
+    held_titles = {t for r in bench.holdout if "books" in (r.source or "") for t in r.answer.split("'")[1::2]}
+    assert held_titles and held_titles.isdisjoint({t for p in bench.authors for t in p.books})
+
+
+def test_holdout_files_and_manifest(tmp_path: Path) -> None:
+    b = generate_benchmark(authors=6, facts=3, seed=2, forget_authors=1, holdout_authors=2)
+    out = b.write(tmp_path / "b")
+    manifest = load_manifest(out)
+    assert manifest["holdout_authors"] == 2 and manifest["holdout_author_names"] == b.holdout_author_names
+    assert manifest["files"]["holdout.json"] == manifest["files"]["holdout_perturbed.json"] == 6
+    training = _read_jsonl(out / "holdout.json")
+    assert set(training[0]) == {"question", "answer", "name"}
+    assert "perturbed_answer" in _read_jsonl(out / "holdout_perturbed.json")[0]
+    none = generate_benchmark(authors=6, facts=3, seed=2, forget_authors=1, holdout_authors=0)
+    out = none.write(tmp_path / "none")
+    assert not (out / "holdout.json").exists() and load_manifest(out)["holdout_author_names"] == []
+    again = generate_benchmark(authors=6, facts=3, seed=2, forget_authors=1, holdout_authors=2)
+    assert again.holdout == b.holdout
+
+
+def test_holdout_authors_must_be_a_count() -> None:
+    with pytest.raises(ObliviateError, match="holdout_authors must be between 0"):
+        generate_benchmark(authors=4, facts=2, seed=0, holdout_authors=-1)
+    with pytest.raises(ObliviateError, match="holdout_authors must be an integer"):
+        generate_benchmark(authors=4, facts=2, seed=0, holdout_authors=1.5)

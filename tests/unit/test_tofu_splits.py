@@ -9,7 +9,7 @@ from typing import Any
 import datasets
 import pytest
 
-from obliviate.benchmarks.tofu import FORGET_SPLITS, continual_splits, load_tofu, num_tasks
+from obliviate.benchmarks.tofu import FORGET_SPLITS, continual_splits, load_tofu, load_tofu_holdout, num_tasks
 from obliviate.data.records import QARecord
 from obliviate.errors import ConfigError, DataError
 
@@ -207,6 +207,37 @@ def test_hub_id_reads_the_configs(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [len(s or []) for s in (splits.forget, splits.retain, splits.forget_eval, splits.retain_eval,
                                    splits.real_authors, splits.world_facts)] == [1, 2, 1, 1, 1, 1]
     assert splits.forget[0].source == "locuslab/TOFU[forget05]:row 0"
+
+
+# --- holdout sets -----------------------------------------------------------------------------------
+
+
+def test_holdout_from_a_local_folder(hub_dir: Path) -> None:
+    write_jsonl(hub_dir / "holdout01.json", [qa("h1"), qa("h2")])
+    records, info = load_tofu_holdout(hub_dir, "forget01")
+    assert [r.question for r in records] == ["Question h1?", "Question h2?"]
+    assert info == {"source": str(hub_dir / "holdout01.json")}
+
+
+def test_missing_holdout_file_says_which_and_where_to_get_it(continual_dir: Path) -> None:
+    records, info = load_tofu_holdout(continual_dir, "forget01")
+    assert records is None and "holdout01.json is not in" in info["reason"] and "locuslab/TOFU" in info["reason"]
+
+
+def test_holdout_from_the_hub_config_of_the_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    requested: list[str | None] = []
+
+    def fake_load_dataset(path: str, name: str | None = None, *, split: str) -> list[dict]:
+        requested.append(name)
+        if name == "holdout10":
+            return [qa("h1")]
+        raise datasets.exceptions.DatasetNotFoundError(f"no config {name}")
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    records, info = load_tofu_holdout("locuslab/TOFU", "forget10")
+    assert requested == ["holdout10"] and len(records) == 1 and info == {"source": "locuslab/TOFU[holdout10]"}
+    records, info = load_tofu_holdout("locuslab/TOFU", "forget01")
+    assert records is None and "holdout01 could not be loaded" in info["reason"]
 
 
 # --- errors ------------------------------------------------------------------------------------------

@@ -4,16 +4,21 @@ TOFU (Maini et al., 2024) asks a model to forget facts about authors that never 
 set is knowledge the model can only have learnt from fine-tuning. TOFU's data cannot ship with obliviate,
 so this module invents its own authors: a seeded generator builds ``N`` author profiles, asks ``M``
 questions about each, and splits the authors (never single facts) into a forget set of ``K`` authors and a
-retain set of the rest. Every fact comes with a paraphrased question, a paraphrased answer and five
-perturbed answers (the paraphrase's sentence with wrong values, as in TOFU), which is what the Truth ratio and
-Probability metrics need. Two fixed utility sets, real authors and world facts, complete the layout.
+retain set of the rest. A holdout set asks the same kinds of question about ``H`` further authors (``K`` by
+default, as TOFU's holdout sets match its forget splits) who belong to neither: no model is fine-tuned on them,
+so they are the non-members the membership-inference attacks compare the forget set with. Every fact comes with
+a paraphrased question, a paraphrased answer and five perturbed answers (the paraphrase's sentence with wrong
+values, as in TOFU), which is what the Truth ratio and Probability metrics need. Two fixed utility sets, real
+authors and world facts, complete the layout.
 
 The answers are single sentences of roughly 10–25 words with one fixed phrasing per fact kind, so that a
 135M-parameter model learns them in a few epochs: the benchmark is meant for demos and quick experiments,
 not as a substitute for TOFU's numbers.
 
 Everything is drawn from one ``random.Random(seed)``: the same arguments give byte-identical files on any
-machine, and a change to the templates or word lists must bump :data:`GENERATOR_VERSION`.
+machine, and a change to the templates or word lists must bump :data:`GENERATOR_VERSION`. The holdout authors
+come from a second generator seeded from ``seed`` and drawn after everything else, so adding them left the
+forget, retain and utility files of every seed exactly as they were.
 
 Example::
 
@@ -26,7 +31,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -66,8 +71,12 @@ SPLIT_FILES: dict[str, str] = {
     "retain_perturbed": "retain_perturbed.json",
     "real_authors_perturbed": "real_authors_perturbed.json",
     "world_facts_perturbed": "world_facts_perturbed.json",
+    "holdout": "holdout.json",
+    "holdout_perturbed": "holdout_perturbed.json",
 }
-_TRAINING_SPLITS = ("forget", "retain")
+# The holdout files are left out when a benchmark has no holdout authors (holdout_authors=0).
+_HOLDOUT_SPLITS = ("holdout", "holdout_perturbed")
+_TRAINING_SPLITS = ("forget", "retain", "holdout")
 _UTILITY_SPLITS = ("real_authors_perturbed", "world_facts_perturbed")
 
 _N_PERTURBED = 5  # per fictitious fact, as in TOFU's forget and retain evaluation sets
@@ -131,9 +140,14 @@ class _FactKind:
 
 @dataclass
 class _DrawContext:
-    """What perturbers need beyond one author: the names already used, so no wrong name is a real one."""
+    """What perturbers need beyond one author: the names already used, so no wrong name is a real one.
+
+    ``wrong_names`` collects the invented names perturbed answers use, so that no holdout author is later
+    given one of them.
+    """
 
     taken_names: set[str]
+    wrong_names: set[str] = field(default_factory=set)
 
 
 def _article(noun: str) -> str:
@@ -225,7 +239,9 @@ _TITLES: tuple[str, ...] = tuple(_all_titles())
 
 
 def _perturb_name(a: AuthorProfile, rng: random.Random, ctx: _DrawContext) -> _Overrides:
-    return {"name": _fresh_name(rng, a.gender, ctx.taken_names)}
+    name = _fresh_name(rng, a.gender, ctx.taken_names)
+    ctx.wrong_names.add(name)  # recorded only: the draw itself does not depend on it
+    return {"name": name}
 
 
 def _perturb_gender(a: AuthorProfile, rng: random.Random, ctx: _DrawContext) -> _Overrides:
@@ -450,7 +466,9 @@ class SyntheticBenchmark:
     ``forget`` holds the rows about the ``K`` forget authors, ordered by ``task_id`` (1..K, one author
     per task, so a continual run can forget one author after another); ``forget_author_names[i]`` is the
     author of task ``i + 1``. ``retain`` holds the rows about every other author, with ``task_id`` None.
-    ``facts`` is the number of questions per author.
+    ``facts`` is the number of questions per author. ``holdout`` holds the rows about the holdout authors
+    (``holdout_author_names``), who are in neither set: never fine-tuned on, the non-members of the
+    membership-inference attacks.
     """
 
     seed: int
@@ -461,14 +479,17 @@ class SyntheticBenchmark:
     world_facts: list[QARecord]
     forget_author_names: list[str]
     facts: int
+    holdout: list[QARecord] = field(default_factory=list)
+    holdout_author_names: list[str] = field(default_factory=list)
 
     def splits(self) -> dict[str, list[QARecord]]:
         """The record list of every split, keyed by the names in :data:`SPLIT_FILES`.
 
         ``forget`` and ``forget_perturbed`` (likewise ``retain`` and ``retain_perturbed``) hold the same
-        records: the names say which file each is written to, and which fields that file keeps.
+        records: the names say which file each is written to, and which fields that file keeps. The holdout
+        splits are present only when the benchmark has holdout authors.
         """
-        return {
+        out = {
             "forget": list(self.forget),
             "retain": list(self.retain),
             "forget_perturbed": list(self.forget),
@@ -476,6 +497,9 @@ class SyntheticBenchmark:
             "real_authors_perturbed": list(self.real_authors),
             "world_facts_perturbed": list(self.world_facts),
         }
+        if self.holdout:
+            out.update(holdout=list(self.holdout), holdout_perturbed=list(self.holdout))
+        return out
 
     def manifest(self, row_counts: dict[str, int] | None = None) -> dict[str, Any]:
         """The contents of ``benchmark.json``: generator, arguments, forget authors, files and row counts."""
@@ -489,6 +513,8 @@ class SyntheticBenchmark:
             "facts": self.facts,
             "forget_authors": len(self.forget_author_names),
             "forget_author_names": list(self.forget_author_names),
+            "holdout_authors": len(self.holdout_author_names),
+            "holdout_author_names": list(self.holdout_author_names),
             "files": dict(row_counts),
         }
 
@@ -586,7 +612,7 @@ def _check_int(name: str, value: Any, errors: list[str]) -> bool:
     return True
 
 
-def _validate(authors: Any, facts: Any, seed: Any, forget_authors: Any) -> int:
+def _validate(authors: Any, facts: Any, seed: Any, forget_authors: Any, holdout_authors: Any = None) -> int:
     """Check the arguments, raising one :class:`ObliviateError` that lists every problem; return K."""
     errors: list[str] = []
     authors_ok = _check_int("authors", authors, errors)
@@ -604,15 +630,21 @@ def _validate(authors: Any, facts: Any, seed: Any, forget_authors: Any) -> int:
     elif _check_int("forget_authors", k, errors) and authors_ok and not 1 <= k < authors:
         errors.append(f"forget_authors must be at least 1 and less than authors ({authors}) so that both "
                       f"the forget and the retain set have an author, got {k}")
+    if holdout_authors is not None and _check_int("holdout_authors", holdout_authors, errors) and not (
+            0 <= holdout_authors <= MAX_AUTHORS):
+        errors.append(f"holdout_authors must be between 0 and {MAX_AUTHORS}, got {holdout_authors}")
     if errors:
         raise ObliviateError("invalid synthetic benchmark arguments:\n" + "\n".join(f"  - {e}" for e in errors))
     return k
 
 
-def _draw_profiles(rng: random.Random, n: int) -> list[AuthorProfile]:
+def _draw_profiles(rng: random.Random, n: int, *, taken: set[str] | None = None,
+                   exclude_titles: frozenset[str] = frozenset()) -> list[AuthorProfile]:
+    """``n`` profiles; names avoid ``taken`` and book titles avoid ``exclude_titles`` while enough are left
+    (both empty for the benchmark's own authors, whose draws they therefore do not change)."""
     # Names first, for all authors, so that uniqueness is settled before anything else is drawn.
     genders = [rng.choice(("female", "male")) for _ in range(n)]
-    taken: set[str] = set()
+    taken = set(taken or ())
     names: list[str] = []
     for gender in genders:
         name = _fresh_name(rng, gender, taken)
@@ -620,6 +652,9 @@ def _draw_profiles(rng: random.Random, n: int) -> list[AuthorProfile]:
         names.append(name)
 
     # Titles are dealt from a shuffled deck, so no two authors share one until all 1,500 are used.
+    titles = [t for t in _TITLES if t not in exclude_titles]
+    if len(titles) < 3:
+        titles = list(_TITLES)
     deck: list[str] = []
     profiles = []
     for name, gender in zip(names, genders):
@@ -627,7 +662,7 @@ def _draw_profiles(rng: random.Random, n: int) -> list[AuthorProfile]:
         for _ in range(rng.choice((2, 3))):
             while True:
                 if not deck:
-                    deck = list(_TITLES)
+                    deck = list(titles)
                     rng.shuffle(deck)
                 title = deck.pop()
                 if title not in books:
@@ -710,7 +745,7 @@ _ORIGINAL_ANSWERS: dict[str, str] = {
 
 
 def generate_benchmark(authors: int = 10, facts: int = 10, seed: int = 0,
-                       forget_authors: int | None = None) -> SyntheticBenchmark:
+                       forget_authors: int | None = None, holdout_authors: int | None = None) -> SyntheticBenchmark:
     """Generate a fictitious-author benchmark of ``authors`` × ``facts`` questions.
 
     Args:
@@ -721,6 +756,10 @@ def generate_benchmark(authors: int = 10, facts: int = 10, seed: int = 0,
         forget_authors: number of forget authors ``K``, ``1 <= K < N``; default ``max(1, round(0.1 * N))``.
             The forget authors are the first ``K`` of a seeded shuffle, so a smaller ``K`` with the same
             seed and ``N`` forgets a subset of the same authors, in the same task order.
+        holdout_authors: number of holdout authors ``H`` (default ``K``; 0 = no holdout set), asked the same
+            ``M`` kinds of question. They are drawn last, from ``random.Random(f"holdout:{seed}")``, with names
+            no benchmark author or wrong answer uses and book titles no benchmark author has (while enough
+            are left), so ``H`` changes nothing else.
 
     Profiles and the forget choice are drawn before any question, so changing ``facts`` keeps the same
     authors and forget set, and changing ``forget_authors`` keeps the same authors and questions.
@@ -728,7 +767,7 @@ def generate_benchmark(authors: int = 10, facts: int = 10, seed: int = 0,
     Raises:
         ObliviateError: listing every invalid argument, with the allowed range.
     """
-    k = _validate(authors, facts, seed, forget_authors)
+    k = _validate(authors, facts, seed, forget_authors, holdout_authors)
     rng = random.Random(seed)
     profiles = _draw_profiles(rng, authors)
     order = list(range(authors))
@@ -752,6 +791,8 @@ def generate_benchmark(authors: int = 10, facts: int = 10, seed: int = 0,
 
     forget_rows = [row for author_index in order[:k] for row in rows_by_author[author_index]]
     retain_rows = [row for i, rows in enumerate(rows_by_author) if i not in task_of for row in rows]
+    holdout_profiles, holdout_rows = _holdout(seed, k if holdout_authors is None else holdout_authors, facts,
+                                              profiles, ctx)
     return SyntheticBenchmark(
         seed=seed,
         authors=profiles,
@@ -761,7 +802,30 @@ def generate_benchmark(authors: int = 10, facts: int = 10, seed: int = 0,
         world_facts=_fixed_records(vocab.WORLD_FACTS, "world_facts"),
         forget_author_names=[profiles[i].name for i in order[:k]],
         facts=facts,
+        holdout=holdout_rows,
+        holdout_author_names=[p.name for p in holdout_profiles],
     )
+
+
+def _holdout(seed: int, count: int, facts: int, profiles: list[AuthorProfile],
+             ctx: _DrawContext) -> tuple[list[AuthorProfile], list[QARecord]]:
+    """The holdout authors and their rows, from a generator of their own (see :func:`generate_benchmark`)."""
+    if count == 0:
+        return [], []
+    rng = random.Random(f"holdout:{seed}")
+    used_titles = frozenset(t for p in profiles for t in p.books)
+    held = _draw_profiles(rng, count, taken={p.name for p in profiles} | ctx.wrong_names,
+                          exclude_titles=used_titles)
+    row_seeds = [rng.getrandbits(64) for _ in held]
+    # Wrong answers about holdout authors never name a benchmark author or another holdout author.
+    held_ctx = _DrawContext(taken_names={p.name for p in profiles} | {p.name for p in held})
+    rows: list[QARecord] = []
+    for i, (profile, row_seed) in enumerate(zip(held, row_seeds)):
+        row_rng = random.Random(row_seed)
+        rows += [_fact_record(profile, _KINDS_BY_KEY[key], row_rng, held_ctx, None,
+                              f"synthetic(seed={seed})[holdout]:author {i}:{key}")
+                 for key in profile.fact_order[:facts]]
+    return held, rows
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -815,4 +879,11 @@ def load_manifest(directory: str | Path) -> dict[str, Any]:
                             path=str(path), field="files")
     if not all(isinstance(n, str) for n in data["forget_author_names"]):
         raise DataError("expected a list of names", path=str(path), field="forget_author_names")
+    # Written since holdout sets exist; older manifests have neither field.
+    count = data.get("holdout_authors")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+        raise DataError(f"expected a non-negative integer, found {count!r}", path=str(path), field="holdout_authors")
+    names = data.get("holdout_author_names")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise DataError("expected a list of names", path=str(path), field="holdout_author_names")
     return data

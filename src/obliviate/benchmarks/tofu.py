@@ -39,7 +39,7 @@ from obliviate.data.loading import (
     read_rows,
 )
 from obliviate.data.records import QARecord
-from obliviate.errors import ConfigError, DataError
+from obliviate.errors import ConfigError, DataError, ObliviateError
 
 TOFU_HUB_ID = "locuslab/TOFU"
 """The Hugging Face hub id of TOFU."""
@@ -52,6 +52,10 @@ CONTINUAL_BASE_RETAIN: dict[str, str] = {"forget01": "retain90", "forget05": "re
 
 HUB_RETAIN: dict[str, str] = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
 """Hub layout: the retain config that complements each forget config."""
+
+HOLDOUT: dict[str, str] = {"forget01": "holdout01", "forget05": "holdout05", "forget10": "holdout10"}
+"""The holdout config of each split: as many questions as the forget split, about fictitious authors outside the
+fine-tuning data (the non-members of the membership-inference attacks, docs/metrics.md)."""
 
 EVAL_SETS: tuple[str, ...] = ("retain_perturbed", "real_authors_perturbed", "world_facts_perturbed")
 """Evaluation files shared by every split (the forget split's own is ``<split>_perturbed``)."""
@@ -149,6 +153,31 @@ def load_tofu(source: str | Path, forget_split: str = "forget05", *, task: int =
     return TofuSplits(forget=forget, retain=retain, forget_eval=forget_eval, retain_eval=retain_eval,
                       real_authors=real_authors, world_facts=world_facts, forget_split=forget_split,
                       task=task, layout=source_.layout)
+
+
+def load_tofu_holdout(source: str | Path, forget_split: str = "forget05") -> tuple[list[QARecord] | None, dict]:
+    """TOFU's holdout set for ``forget_split`` (``holdout01/05/10``) and where it came from.
+
+    From the hub config of that name when ``source`` is a hub id, else from ``<name>.json`` in the folder
+    (either layout). Returns ``(None, {"reason": ...})`` when the folder has no such file or the hub cannot
+    serve it: the privacy attacks are then reported unavailable with that reason, the rest of the evaluation
+    runs. Malformed rows are a :class:`DataError`, as for every other TOFU file.
+    """
+    _check_split(forget_split)
+    name = HOLDOUT[forget_split]
+    source_ = _resolve(source, forget_split)
+    if source_.folder is None:
+        try:
+            raw = source_.read(name, required=True)
+        except ObliviateError as err:
+            return None, {"source": f"{source_.location}[{name}]", "reason": f"{name} could not be loaded: {err}"}
+        return _records(raw), {"source": f"{source_.location}[{name}]"}
+    file = source_.folder / f"{name}.json"
+    if not file.is_file():
+        return None, {"source": str(file), "reason": f"{name}.json is not in {source_.folder} (TOFU's holdout "
+                                                     f"sets are the {name} config of {TOFU_HUB_ID}; save it there "
+                                                     f"or give a holdout file with --holdout)"}
+    return _records(read_rows(file)), {"source": str(file)}
 
 
 def num_tasks(source: str | Path, forget_split: str) -> int:

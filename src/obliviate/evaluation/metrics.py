@@ -165,6 +165,18 @@ for _spec in (
         False,
         True,
     ),
+    MetricSpec(
+        "exact_memorization",
+        "fraction of answer tokens that are the model's argmax under teacher forcing (memorization.py)",
+        False,
+        True,
+    ),
+    MetricSpec(
+        "extraction_strength",
+        "1 - (shortest answer prefix after which greedy decoding reproduces the rest) / answer length",
+        False,
+        True,
+    ),
 ):
     register_metric(_spec)
 

@@ -30,7 +30,16 @@ from obliviate.errors import DataError, ObliviateError
 from obliviate.files import remove_stale_temps
 from obliviate.files import write_json_atomic
 from obliviate.outputs import OutputLock, creation_problem
-from obliviate.evaluation.suite import EvalSet, EvalSettings, Scorers, evaluate_model, forget_truth_x
+from obliviate.evaluation.privacy_eval import retain_scores_from_results
+from obliviate.evaluation.suite import (
+    EvalSet,
+    EvalSettings,
+    Holdout,
+    RetainReference,
+    Scorers,
+    evaluate_model,
+    retain_reference,
+)
 
 SCHEMA_VERSION = 1
 BENCHMARKS = ("tofu", "synthetic", "real_world", "files", "muse", "wmdp")
@@ -44,6 +53,7 @@ class BenchmarkSpec:
     task: int = 1
     files: dict[str, str] = field(default_factory=dict)   # kind "files": set name -> file
     real_world: bool = False
+    holdout: str | None = None          # a QA file of non-members; default: the benchmark's own holdout set
     tasks: list[str] = field(default_factory=list)        # kind "wmdp": lm-eval tasks (default: WMDP_TASKS)
     include_path: str | None = None                       # kind "wmdp": extra lm-eval task YAML files
     limit: int | None = None                              # kind "wmdp": first N documents per task
@@ -54,6 +64,7 @@ class LoadedBenchmark:
     sets: list[EvalSet]
     info: dict
     files: list[Path]
+    holdout: Holdout | None = None      # non-members for the membership-inference attacks (privacy)
     # Benchmarks with their own measures (MUSE, WMDP): evaluator(model, tokenizer, settings) -> the record's
     # sections ("sets", "aggregates" and any of their own); None for the question-answer suite.
     evaluator: Callable[..., dict] | None = None
@@ -66,7 +77,23 @@ def _utility_records(path: Path):
 
 
 def load_benchmark(spec: BenchmarkSpec) -> LoadedBenchmark:
-    """The evaluation sets of a benchmark, with a description and the local files they came from."""
+    """The evaluation sets of a benchmark, with a description, the local files they came from and its holdout
+    set (``spec.holdout`` when given, else the benchmark's own; without one, the reason why not)."""
+    loaded = _load_sets(spec)
+    if spec.holdout:
+        path = Path(spec.holdout)
+        loaded.holdout = Holdout(load_qa(path), {"source": str(path)})
+    elif loaded.holdout is None:
+        loaded.holdout = Holdout(None, {"reason": f"the {spec.kind} benchmark has no holdout set (non-members); "
+                                                  "give one with --holdout or eval.holdout"})
+    source = Path(loaded.holdout.info.get("source") or "")
+    if loaded.holdout.records and source.is_file():
+        # Beside the holdout rows in the privacy section, not in data_hashes: those are the evaluation sets.
+        loaded.holdout.info["sha256"] = _sha256(source)
+    return loaded
+
+
+def _load_sets(spec: BenchmarkSpec) -> LoadedBenchmark:
     if spec.kind not in BENCHMARKS:
         raise ObliviateError(f"unknown benchmark '{spec.kind}'; valid: {', '.join(BENCHMARKS)}")
     if spec.kind == "tofu":
@@ -85,7 +112,11 @@ def load_benchmark(spec: BenchmarkSpec) -> LoadedBenchmark:
             files = [p for stem in stems for p in Path(spec.source).glob(f"{stem}.json*")]
         info = {"name": "tofu", "source": spec.source, "forget_split": spec.split, "task": spec.task,
                 "layout": s.layout, "missing_sets": missing, "real_world": spec.real_world}
-        return LoadedBenchmark(sets, info, files)
+        holdout = None
+        if not spec.holdout:
+            from obliviate.benchmarks.tofu import load_tofu_holdout
+            holdout = Holdout(*load_tofu_holdout(spec.source, spec.split))
+        return LoadedBenchmark(sets, info, files, holdout)
     if spec.kind == "real_world":
         from obliviate.benchmarks.real_world import real_world_benchmark
         return real_world_benchmark(spec.source)
@@ -106,16 +137,29 @@ def load_benchmark(spec: BenchmarkSpec) -> LoadedBenchmark:
                 for name, p in paths.items()]
         info = {"name": "synthetic", "source": str(folder), "seed": manifest.get("seed"),
                 "authors": manifest.get("authors"), "facts": manifest.get("facts"), "real_world": spec.real_world}
-        return LoadedBenchmark(sets, info, list(paths.values()))
+        held = folder / "holdout_perturbed.json"
+        if held.is_file():
+            holdout = Holdout(load_qa(held), {"source": str(held)})
+        else:
+            reason = (f"{folder} has no holdout_perturbed.json (written before synthetic benchmarks had holdout "
+                      "authors, or with none); regenerate it with obliviate synth")
+            holdout = Holdout(None, {"source": str(held), "reason": reason})
+        return LoadedBenchmark(sets, info, list(paths.values()), holdout)
     if not spec.files:
         raise ObliviateError("the files benchmark needs at least one set, e.g. forget=forget.json")
-    sets = []
+    sets, holdout = [], None
     for name, path in spec.files.items():
+        if name == "holdout":
+            # Not an evaluation set: the non-members of the membership-inference attacks.
+            holdout = Holdout(load_qa(path), {"source": str(path)})
+            continue
         kind = "forget" if name == "forget" else "retain" if name == "retain" else "utility"
         rows = _utility_records(Path(path)) if kind == "utility" else load_qa(path)
         sets.append(EvalSet(name, rows, kind))
+    if not sets:
+        raise ObliviateError("the files benchmark needs at least one evaluation set besides the holdout set")
     info = {"name": "files", "files": dict(spec.files), "real_world": spec.real_world}
-    return LoadedBenchmark(sets, info, [Path(p) for p in spec.files.values()])
+    return LoadedBenchmark(sets, info, [Path(p) for n, p in spec.files.items() if n != "holdout"], holdout)
 
 
 def _sha256(path: Path) -> str:
@@ -166,17 +210,45 @@ def check_finite_model(model, spec: str) -> None:
                              f"saved from a training run that diverged?")
 
 
-def retain_truth_x_from_results(path: str | Path, forget_questions: list[str]) -> list[float]:
-    """The forget-set truth-ratio values of a retain model from its ``results.json``."""
+def _read_retain_results(path: str | Path) -> tuple[Path, dict]:
     path = Path(path)
     if path.is_dir():
         path = path / "results.json"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return path, json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError("retain results not found", path=str(path)) from None
     except json.JSONDecodeError as exc:
         raise DataError(f"not valid JSON ({exc.msg})", path=str(path), line=exc.lineno) from None
+
+
+def retain_reference_from_results(path: str | Path, forget_questions: list[str], holdout: Holdout | None,
+                                  settings: EvalSettings) -> RetainReference:
+    """What a retain model's ``results.json`` offers another evaluation: forget-set truth-ratio values,
+    memorisation values and — when it was evaluated with the same holdout questions — attack scores."""
+    file, data = _read_retain_results(path)
+    truth_x = retain_truth_x_from_results(file, forget_questions, data=data)
+    forget = (data.get("sets") or {}).get("forget") or {}
+    metrics = forget.get("metrics") if isinstance(forget, dict) else None
+    forget_metrics = {}
+    if isinstance(metrics, dict) and len(forget.get("items") or []) == len(forget_questions):
+        for name in ("exact_memorization", "extraction_strength"):
+            entry = metrics.get(name)
+            if isinstance(entry, dict) and isinstance(entry.get("value"), (int, float)):
+                forget_metrics[name] = float(entry["value"])
+    privacy = None
+    records = holdout.records if holdout is not None else None
+    if records:
+        held = records[: settings.set_size] if settings.set_size else records
+        privacy = retain_scores_from_results(data, str(file), forget_questions, [r.question for r in held])
+    return RetainReference(truth_x=truth_x, forget_metrics=forget_metrics, privacy=privacy)
+
+
+def retain_truth_x_from_results(path: str | Path, forget_questions: list[str], *, data: dict | None = None
+                                ) -> list[float]:
+    """The forget-set truth-ratio values of a retain model from its ``results.json`` (or its ``data``)."""
+    if data is None:
+        path, data = _read_retain_results(path)
     try:
         items = data["sets"]["forget"]["items"]
         values = {it["question"]: it["truth_ratio_x"] for it in items}
@@ -239,21 +311,21 @@ def _evaluate(model_spec: str, loaded: LoadedBenchmark, out_path: Path, *, setti
     formatter = PromptFormatter(tokenizer, template, system_prompt=system_prompt)
 
     forget_set = next((s for s in loaded.sets if s.kind == "forget"), None)
-    retain_x, fq_reason = None, None
+    retain, fq_reason = None, None
     if forget_set is not None:
         questions = [r.question for r in forget_set.records[: settings.set_size or None]]
         if retain_results is not None:
-            retain_x = retain_truth_x_from_results(retain_results, questions)
+            retain = retain_reference_from_results(retain_results, questions, loaded.holdout, settings)
         elif retain_model is not None:
             r_model, r_tok = load_model(retain_model, dtype=dtype)
             check_finite_model(r_model, retain_model)
-            retain_x = forget_truth_x(r_model, PromptFormatter(r_tok, template, system_prompt=system_prompt),
-                                      forget_set, settings)
+            retain = retain_reference(r_model, PromptFormatter(r_tok, template, system_prompt=system_prompt),
+                                      forget_set, settings, loaded.holdout)
             del r_model
         else:
             fq_reason = "no retain model: pass --retain-model or --retain-results"
-    body = evaluate_model(model, formatter, loaded.sets, scorers=scorers, settings=settings,
-                          retain_truth_x=retain_x, fq_reason=fq_reason)
+    body = evaluate_model(model, formatter, loaded.sets, scorers=scorers, settings=settings, retain=retain,
+                          fq_reason=fq_reason, holdout=loaded.holdout, seed=seed)
     return _write_record(out_path, body, model_spec=model_spec, model=model, template=template,
                          prompt_format=formatter.describe(), run_info=run_info, loaded=loaded, seed=seed,
                          settings=settings, scorers=scorers, retain_model=retain_model, retain_results=retain_results)

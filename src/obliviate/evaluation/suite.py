@@ -15,6 +15,11 @@ Which answer is compared with what (docs/metrics.md):
   and entailment use the full-sentence answer (``answer``).
 * Entailment premise/hypothesis: forget set — generation entails reference; other TOFU sets — reference entails
   generation; real-world scenario — generation entails reference on every set.
+
+Beyond the six: exact memorisation and extraction strength of the scored answer on every set (from per-token
+statistics, :mod:`obliviate.evaluation.memorization`); membership-inference attacks of the forget set against a
+holdout set (the ``privacy`` section, :mod:`obliviate.evaluation.privacy_eval`); and a bootstrap confidence
+interval beside every per-set metric and aggregate (:mod:`obliviate.evaluation.bootstrap`).
 """
 
 from __future__ import annotations
@@ -26,14 +31,24 @@ from dataclasses import dataclass, field
 from obliviate.data.formatting import PromptFormatter
 from obliviate.data.records import QARecord
 from obliviate.evaluation import aggregates as agg
+from obliviate.evaluation import bootstrap as boot
+from obliviate.evaluation import memorization as MEM
 from obliviate.evaluation import metrics as M
+from obliviate.evaluation import privacy_eval
 from obliviate.evaluation.scorers import DEFAULT_EMBEDDING_MODEL, DEFAULT_NLI_MODEL, Embedder, NLIScorer, Unavailable
 from obliviate.errors import ConfigError, ObliviateError, PickleWeightsError
 from obliviate.generation import generate_answers
-from obliviate.likelihood import shared_prompt_logprobs, supports_tree_attention, tree_prompt_logprobs
+from obliviate.evaluation.tokens import TokenStats
+from obliviate.likelihood import (
+    answer_token_stats,
+    shared_prompt_logprobs,
+    supports_tree_attention,
+    tree_prompt_logprobs,
+)
 
 SET_KINDS = {"forget": "forget", "retain": "retain", "real_authors": "utility", "world_facts": "utility"}
 SIX = ("rouge_l", "probability", "truth_ratio", "token_entropy", "cosine_similarity", "entailment")
+MEMORIZATION = ("exact_memorization", "extraction_strength")
 
 
 @dataclass
@@ -59,6 +74,9 @@ class EvalSettings:
     embedding_model: str | None = DEFAULT_EMBEDDING_MODEL
     nli_model: str | None = DEFAULT_NLI_MODEL
     real_world: bool = False           # entailment direction of the real-world scenario
+    bootstrap: int = boot.DEFAULT_RESAMPLES   # resamples per confidence interval; 0 = no intervals
+    confidence_level: float = boot.DEFAULT_LEVEL
+    gradnorm: bool = True              # the GradNorm attack (one backward pass per forget and holdout item)
 
     def __post_init__(self):
         # A negative set_size would slice rows off the end and 0 would mean "all": neither is what was asked.
@@ -66,6 +84,10 @@ class EvalSettings:
                   if getattr(self, name) < 1]
         if self.set_size is not None and self.set_size < 1:
             errors.append(f"set_size: must be >= 1 or None (every row), got {self.set_size}")
+        if self.bootstrap < 0:
+            errors.append(f"bootstrap: must be >= 0 (0 = no confidence intervals), got {self.bootstrap}")
+        if not 0 < self.confidence_level < 1:
+            errors.append(f"confidence_level: must lie in (0, 1), got {self.confidence_level}")
         if errors:
             raise ConfigError(errors)
 
@@ -120,10 +142,11 @@ class _ModelOutputs:
     answer_lp: list[float]
     para_lp: list[float]
     pert_lp: list[list[float]]
+    answer_stats: list[TokenStats] | None = None   # per-token statistics of the scored answer (memorisation)
 
 
 def _run_model(model, formatter: PromptFormatter, parts: Sequence[tuple[list[QARecord], str]],
-               settings: EvalSettings, *, generate: bool = True) -> list[_ModelOutputs]:
+               settings: EvalSettings, *, generate: bool = True, token_stats: bool = True) -> list[_ModelOutputs]:
     """Generations and likelihoods for several sets in ONE generation pass and ONE scoring pass.
 
     Pooling the sets keeps the batches full: a small set (forget01 has 40 rows) would otherwise decode alone
@@ -145,6 +168,12 @@ def _run_model(model, formatter: PromptFormatter, parts: Sequence[tuple[list[QAR
     score = tree_prompt_logprobs if supports_tree_attention(model) else shared_prompt_logprobs
     scored = score(model, groups, pad_token_id=formatter.tokenizer.pad_token_id, batch_size=settings.batch_size)
     _check_finite_scores(scored, [r for records, _ in parts for r in records])
+    stats = None
+    if token_stats:
+        # Each group's first answer is the item's eval_answer, already encoded after its prompt.
+        pairs = [(prompt, answers[0]) for prompt, answers in groups]
+        stats = answer_token_stats(model, pairs, pad_token_id=formatter.tokenizer.pad_token_id,
+                                   batch_size=settings.batch_size)
     out = []
     for lo, hi in bounds:
         answer_lp, para_lp, pert_lp = [], [], []
@@ -154,7 +183,7 @@ def _run_model(model, formatter: PromptFormatter, parts: Sequence[tuple[list[QAR
             para_lp.append(means[1] if para else means[0])
             pert_lp.append(means[2:] if para else means[1:])
         out.append(_ModelOutputs(generations[lo:hi] if generations is not None else None,
-                                 answer_lp, para_lp, pert_lp))
+                                 answer_lp, para_lp, pert_lp, stats[lo:hi] if stats is not None else None))
     return out
 
 
@@ -189,6 +218,73 @@ def forget_truth_x(model, formatter: PromptFormatter, eval_set: EvalSet, setting
     if xs is None:
         raise ObliviateError(f"set '{eval_set.name}' has no perturbed answers: Forget Quality needs them")
     return xs
+
+
+@dataclass
+class Holdout:
+    """Non-members for the membership-inference attacks: questions the model was never trained on.
+
+    ``records`` is None when the benchmark has none, and ``info["reason"]`` then says why; ``info`` also says
+    where the rows came from (``source``).
+    """
+
+    records: list[QARecord] | None
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class RetainReference:
+    """What a retain model contributes to another model's evaluation.
+
+    ``truth_x``: its forget-set truth-ratio values (Forget Quality); ``forget_metrics``: its values of forget-set
+    metrics (shown as each metric's ``reference``); ``privacy``: its attack scores of the forget and holdout
+    items (privacy leakage, and the baseline of the reference attack).
+    """
+
+    truth_x: list[float] | None = None
+    forget_metrics: dict[str, float] = field(default_factory=dict)
+    privacy: privacy_eval.RetainScores | None = None
+
+
+def _holdout_records(holdout: Holdout | None, settings: EvalSettings) -> list[QARecord] | None:
+    if holdout is None or not holdout.records:
+        return None
+    return holdout.records[: settings.set_size] if settings.set_size else list(holdout.records)
+
+
+def _privacy_scores(model, formatter: PromptFormatter, forget: list[QARecord], holdout: list[QARecord],
+                    settings: EvalSettings, forget_stats: list[TokenStats] | None,
+                    retain: privacy_eval.RetainScores | None = None):
+    """Attack scores of the forget and holdout items; ``forget_stats`` are reused when they score ``answer``."""
+    reuse = forget_stats if forget_stats is not None and all(r.eval_answer == r.answer for r in forget) else None
+    kw = {"batch_size": settings.batch_size, "gradnorm": settings.gradnorm}
+    have_retain = retain is not None and retain.forget is not None
+    f = privacy_eval.item_scores(model, formatter, forget, stats=reuse,
+                                 reference=retain.forget if have_retain else None, **kw)
+    h = privacy_eval.item_scores(model, formatter, holdout, reference=retain.holdout if have_retain else None, **kw)
+    return f, h
+
+
+def retain_reference(model, formatter: PromptFormatter, forget_set: EvalSet, settings: EvalSettings,
+                     holdout: Holdout | None = None) -> RetainReference:
+    """Evaluate a retain model for another model's evaluation: truth-ratio values, memorisation and attack
+    scores on the forget set (and the holdout set), without generating."""
+    records = _records(forget_set, settings)
+    outputs = _run_model(model, formatter, [(records, forget_set.kind)], settings, generate=False)[0]
+    xs = _truth_x(outputs.para_lp, outputs.pert_lp)
+    if xs is None:
+        raise ObliviateError(f"set '{forget_set.name}' has no perturbed answers: Forget Quality needs them")
+    stats = outputs.answer_stats or []
+    forget_metrics = {
+        "exact_memorization": sum(MEM.exact_memorization(s.hits) for s in stats) / len(stats),
+        "extraction_strength": sum(MEM.extraction_strength(s.hits) for s in stats) / len(stats),
+    }
+    privacy = None
+    held = _holdout_records(holdout, settings)
+    if held is not None:
+        f, h = _privacy_scores(model, formatter, records, held, settings, outputs.answer_stats)
+        privacy = privacy_eval.RetainScores(f, h, source="retain model")
+    return RetainReference(truth_x=xs, forget_metrics=forget_metrics, privacy=privacy)
 
 
 def evaluate_set(model, formatter: PromptFormatter, eval_set: EvalSet, scorers: Scorers,
@@ -237,6 +333,16 @@ def _set_result(formatter: PromptFormatter, eval_set: EvalSet, records: list[QAR
         put("truth_ratio_tofu", None if truth_x is None else M.truth_ratio_tofu(truth_x),
             "the set has no perturbed answers")
     put("token_entropy", mean(entropy))
+    stats = outputs.answer_stats
+    em = es = None
+    if stats is None:
+        put("exact_memorization", None, "no per-token statistics were computed")
+        put("extraction_strength", None, "no per-token statistics were computed")
+    else:
+        em = [MEM.exact_memorization(s.hits) for s in stats]
+        es = [MEM.extraction_strength(s.hits) for s in stats]
+        put("exact_memorization", mean(em))
+        put("extraction_strength", mean(es))
 
     cosine = None
     if isinstance(scorers.embedder, Unavailable):
@@ -266,6 +372,8 @@ def _set_result(formatter: PromptFormatter, eval_set: EvalSet, records: list[QAR
             "token_entropy": entropy[i],
             "cosine_similarity": cosine[i] if cosine is not None else None,
             "entailment": entail[i] if entail is not None else None,
+            "exact_memorization": em[i] if em is not None else None,
+            "extraction_strength": es[i] if es is not None else None,
         })
     return {"size": len(records), "rows_available": rows_available, "kind": kind, "metrics": metrics,
             "items": items}
@@ -290,16 +398,62 @@ def aggregates(sets: dict[str, dict], *, retain_truth_x: list[float] | None = No
     return {name: a.to_dict() for name, a in out.items()}
 
 
+def _privacy(model, formatter: PromptFormatter, sets: Sequence[EvalSet], records: list[list[QARecord]],
+             outputs: list[_ModelOutputs], settings: EvalSettings, holdout: Holdout | None,
+             retain: RetainReference | None) -> dict:
+    """The ``privacy`` section: attacks on the forget set against the holdout set, or why there are none."""
+    where = next((i for i, s in enumerate(sets) if s.kind == "forget"), None)
+    info = dict(holdout.info) if holdout is not None else {}
+    reason = info.pop("reason", None)
+    if where is None:
+        return privacy_eval.unavailable_section("no forget set was evaluated (the members)", holdout=info)
+    held = _holdout_records(holdout, settings)
+    if held is None:
+        return privacy_eval.unavailable_section(
+            reason or "no holdout set (non-members): give one with --holdout or eval.holdout", holdout=info)
+    forget = records[where]
+    retain_scores = retain.privacy if retain is not None else None
+    if retain is not None and retain_scores is None:
+        retain_scores = privacy_eval.RetainScores(None, None, reason="the retain model was not scored on a "
+                                                                     "holdout set")
+    f, h = _privacy_scores(model, formatter, forget, held, settings, outputs[where].answer_stats, retain_scores)
+    info.update(size=len(held), rows_available=len(holdout.records))
+    return privacy_eval.privacy_section(
+        f, h, forget_questions=[r.question for r in forget], holdout_questions=[r.question for r in held],
+        holdout_info=info, retain=retain_scores,
+        gradnorm_reason=None if settings.gradnorm else "GradNorm switched off (eval.gradnorm: false)")
+
+
 def evaluate_model(model, formatter: PromptFormatter, sets: Sequence[EvalSet], *, scorers: Scorers,
                    settings: EvalSettings, retain_truth_x: list[float] | None = None,
-                   fq_reason: str | None = None) -> dict:
-    """The ``sets`` and ``aggregates`` sections of a results record for one model."""
+                   fq_reason: str | None = None, holdout: Holdout | None = None,
+                   retain: RetainReference | None = None, seed: int = 0) -> dict:
+    """The ``sets``, ``aggregates`` and ``privacy`` sections of a results record for one model.
+
+    ``retain`` (a retain model's truth-ratio values, memorisation and attack scores) supplies Forget
+    Quality, the forget-set references and the privacy leakage; ``retain_truth_x`` alone still serves Forget
+    Quality. ``seed`` seeds the bootstrap intervals (``settings.bootstrap`` resamples; 0 = none).
+    """
+    if retain is not None and retain_truth_x is None:
+        retain_truth_x = retain.truth_x
     records = [_records(s, settings) for s in sets]
     outputs = _run_model(model, formatter, [(r, s.kind) for r, s in zip(records, sets)], settings)
     out_sets = {s.name: _set_result(formatter, s, r, o, scorers, settings) for s, r, o in zip(sets, records, outputs)}
-    if settings.real_world and "neighbor" in out_sets:
+    forget = next((out_sets[s.name] for s in sets if s.kind == "forget"), None)
+    if retain is not None and forget is not None:
+        for metric, value in retain.forget_metrics.items():
+            entry = forget["metrics"].get(metric)
+            if entry is not None and value is not None:
+                entry["reference"] = value
+    real_world = settings.real_world and "neighbor" in out_sets
+    if real_world:
         # Real-world layout (forget people + neighbours): MU over the neighbour facts, no Forget Quality.
         from obliviate.benchmarks.real_world import real_world_aggregates
-        return {"sets": out_sets, "aggregates": real_world_aggregates(out_sets)}
-    kwargs = {"fq_reason": fq_reason} if fq_reason else {}
-    return {"sets": out_sets, "aggregates": aggregates(out_sets, retain_truth_x=retain_truth_x, **kwargs)}
+        body = {"sets": out_sets, "aggregates": real_world_aggregates(out_sets)}
+    else:
+        kwargs = {"fq_reason": fq_reason} if fq_reason else {}
+        body = {"sets": out_sets, "aggregates": aggregates(out_sets, retain_truth_x=retain_truth_x, **kwargs)}
+    body["privacy"] = _privacy(model, formatter, sets, records, outputs, settings, holdout, retain)
+    boot.add_intervals(body, resamples=settings.bootstrap, seed=seed, level=settings.confidence_level,
+                       retain_truth_x=retain_truth_x)
+    return body

@@ -3,8 +3,11 @@
 Sections, in order:
 
 1. the paper-style table, best value per column highlighted according to the metric's direction;
-2. utility against forgetting: a scatter of MU (y) against FE (x), one labelled point per model;
-3. small bar charts, one per set × metric, each saying which direction is better;
+2. utility against forgetting: a scatter of MU (y) against FE (x), one labelled point per model, with the
+   95 % bootstrap intervals as error bars; then, when the records have them, privacy and memorisation
+   (membership-inference AUCs, privacy leakage, exact memorisation, extraction strength) and uncertainty
+   (the intervals of MU, FE, FQ and the leakage, which models' intervals overlap, mean ± std across seeds);
+3. small bar charts, one per set × metric, each saying which direction is better, with error bars;
 4. side-by-side generations for the first forget and retain questions that every model answered;
 5. notes: unavailable values and why, partial aggregates, set sizes, the embedding and NLI models used.
 
@@ -22,6 +25,8 @@ from obliviate.errors import ObliviateError
 from obliviate.reporting.continual import continual_section
 from obliviate.reporting.probes import probes_html
 from obliviate.reporting.general import general_html
+from obliviate.reporting.intervals import intervals_html
+from obliviate.reporting.privacy import privacy_html
 from obliviate.reporting.results import ModelView, model_views, ordered_sets, set_title
 from obliviate.reporting.table import (
     DOWN,
@@ -132,6 +137,7 @@ code { font: 12px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; back
   padding: 1px 4px; border-radius: 3px; }
 ul.shared { margin: 4px 0 10px; padding-left: 18px; font-size: 14px; }
 ul.shared b { font-weight: 600; margin-right: 4px; }
+.ci { display: block; font-size: 10px; font-weight: 400; color: var(--muted); }
 """
 
 
@@ -177,6 +183,8 @@ def html_report(results_list: Sequence[Mapping[str, Any]], title: str = DEFAULT_
         general_html(views),  # empty unless a record has lm-eval general-ability scores
         probes_html(views),  # empty unless a record has robustness probes
         _scatter_section(views, cols, colors),
+        privacy_html(views, colors),  # empty unless a record has memorisation or privacy values
+        intervals_html(views),  # empty unless a record has intervals or runs differ only in seed
         continual_section(views),  # empty unless the records are the steps of a continual run
         _bars_section(views, cols, colors),
         _generations_section(views, colors, questions),
@@ -247,6 +255,10 @@ def _table_section(views: Sequence[ModelView], cols: Sequence[Column]) -> str:
             if view.label in best[column.key]:
                 classes.append("best")
             text = _e(format_value(cell.value, column.metric))
+            if cell.ci is not None:
+                low, high = (format_value(v, column.metric) for v in cell.ci)
+                span = f"95 % interval {low} – {high}"
+                text = f'<span title="{_e(span)}">{text}</span>'
             if cell.partial:
                 text += f'<sup class="partial" title="{_e(cell.note or "partial aggregate")}">{PARTIAL_MARK}</sup>'
             cells.append(f"<td{_cls(*classes)}>{text}</td>")
@@ -373,6 +385,20 @@ def scatter_svg(views: Sequence[ModelView], x_col: Column, y_col: Column,
     leaders: list[str] = []
     circles: list[str] = []
     labels_svg: list[str] = []
+    bars: list[str] = []
+    for view, px, py, x, y, partial in screen:
+        # 95 % bootstrap intervals of both aggregates as error bars through the point.
+        for cell, horizontal in ((cell_for(view, x_col), True), (cell_for(view, y_col), False)):
+            if cell.ci is None:
+                continue
+            if horizontal:
+                a, b = sx(cell.ci[0]), sx(cell.ci[1])
+                bars.append(f'<path class="errorbar" d="M{a:.1f} {py:.1f}H{b:.1f}M{a:.1f} {py - 4:.1f}v8'
+                            f'M{b:.1f} {py - 4:.1f}v8" stroke="{colors[view.label]}" stroke-width="1.2" fill="none"/>')
+            else:
+                a, b = sy(cell.ci[0]), sy(cell.ci[1])
+                bars.append(f'<path class="errorbar" d="M{px:.1f} {a:.1f}V{b:.1f}M{px - 4:.1f} {a:.1f}h8'
+                            f'M{px - 4:.1f} {b:.1f}h8" stroke="{colors[view.label]}" stroke-width="1.2" fill="none"/>')
     for view, px, py, x, y, partial in screen:
         color = colors[view.label]
         fill = "#ffffff" if partial else color
@@ -390,7 +416,7 @@ def scatter_svg(views: Sequence[ModelView], x_col: Column, y_col: Column,
                           f'text-anchor="{anchor}" paint-order="stroke" stroke="#ffffff" stroke-width="3">'
                           f"{_e(view.label)}</text>")
     # Leaders under the points, labels over everything: no point hides a label, no leader crosses a point.
-    out.extend(leaders + circles + labels_svg)
+    out.extend(bars + leaders + circles + labels_svg)
     out.append("</svg>")
     return "".join(out), skipped
 
@@ -490,9 +516,20 @@ def bar_chart(views: Sequence[ModelView], column: Column, colors: Mapping[str, s
         fill = "#ffffff" if cell.partial else color
         out.append(f'<rect x="{label_w}" y="{y + (row_h - bar_h) / 2:.1f}" width="{length:.1f}" height="{bar_h}" '
                    f'rx="2" fill="{fill}" stroke="{color}" stroke-width="{1.5 if cell.partial else 0}"/>')
+        end = length
+        if cell.ci is not None:
+            # The 95 % bootstrap interval as an error bar across the bar's end.
+            lo, hi_x = (max(0.0, min(v, hi)) / hi * bar_w for v in cell.ci)
+            mid = y + row_h / 2
+            out.append(f'<path class="errorbar" d="M{label_w + lo:.1f} {mid:.1f}H{label_w + hi_x:.1f}'
+                       f'M{label_w + lo:.1f} {mid - 4:.1f}v8M{label_w + hi_x:.1f} {mid - 4:.1f}v8" '
+                       f'stroke="#1f2328" stroke-width="1.2" fill="none"><title>95 % interval '
+                       f'{format_value(cell.ci[0], column.metric)} – {format_value(cell.ci[1], column.metric)}'
+                       "</title></path>")
+            end = max(end, hi_x)
         weight = ' font-weight="700"' if view.label in best else ""
         text = format_value(cell.value, column.metric) + (PARTIAL_MARK if cell.partial else "")
-        out.append(f'<text x="{label_w + length + 5:.1f}" y="{y + 14}" font-size="11" fill="#1f2328"{weight}>'
+        out.append(f'<text x="{label_w + end + 5:.1f}" y="{y + 14}" font-size="11" fill="#1f2328"{weight}>'
                    f"{_e(text)}</text>")
     out.append("</svg>")
     direction = "higher is better" if column.higher_is_better else "lower is better"

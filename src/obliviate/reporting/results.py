@@ -79,6 +79,9 @@ class Cell:
     note: str | None = None
     missing: tuple[str, ...] = ()
     recorded: bool = True  # False when the record has no entry at all for this metric
+    ci: tuple[float, float] | None = None  # bootstrap confidence interval (settings.confidence_level)
+    target: float | None = None            # where neither direction is better: the ideal value
+    reference: float | None = None         # the retain model's value, where the record gives it
 
     @property
     def available(self) -> bool:
@@ -118,6 +121,8 @@ class ModelView:
     sets: dict[str, SetView]
     aggregates: dict[str, Cell]
     other_aggregates: dict[str, Cell] = field(default_factory=dict)
+    privacy: dict[str, Cell] = field(default_factory=dict)  # the privacy section's metrics (AUCs, leakage)
+    privacy_reason: str | None = None                       # why the record has no privacy metrics
 
 
 def markdown_cell(text: str) -> str:
@@ -219,6 +224,9 @@ def validate_results(results: Any, source: str | None = None) -> None:
         if results.get(key) is not None and not isinstance(results[key], dict):
             problems.append((key, f"expected an object, found {_json_type(results[key])}"))
 
+    if results.get("privacy") is not None:
+        _check_privacy(results["privacy"], problems)
+
     if problems:
         raise _problems_error(where, problems)
 
@@ -258,8 +266,35 @@ def _check_set(prefix: str, entry: Any, problems: list[tuple[str, str]]) -> None
                 problems.append((f"{here}.{key}", f"expected a string or null, found {_json_type(item[key])}"))
 
 
-def _check_value_entry(prefix: str, entry: Any, problems: list[tuple[str, str]], *, aggregate: bool) -> None:
-    """Validate a metric or aggregate object: ``value``, ``higher_is_better``, ``available``, ``partial``."""
+def _check_privacy(privacy: Any, problems: list[tuple[str, str]]) -> None:
+    """Validate the optional ``privacy`` section: available with metrics, or unavailable with a reason."""
+    if not isinstance(privacy, dict):
+        problems.append(("privacy", f"expected an object, found {_json_type(privacy)}"))
+        return
+    if not isinstance(privacy.get("available"), bool):
+        problems.append(("privacy.available", "expected true or false"))
+        return
+    if not privacy["available"]:
+        if not isinstance(privacy.get("reason"), str):
+            problems.append(("privacy.reason", "an unavailable privacy section says why"))
+        return
+    metrics = privacy.get("metrics")
+    if not isinstance(metrics, dict):
+        problems.append(("privacy.metrics", "missing" if metrics is None else
+                         f"expected an object, found {_json_type(metrics)}"))
+        return
+    for name, entry in metrics.items():
+        _check_value_entry(f"privacy.metrics.{name}", entry, problems, aggregate=False, targeted=True)
+    items = privacy.get("items")
+    if items is not None and not (isinstance(items, dict) and all(isinstance(v, list) for v in items.values())):
+        problems.append(("privacy.items", "expected an object of lists"))
+
+
+def _check_value_entry(prefix: str, entry: Any, problems: list[tuple[str, str]], *, aggregate: bool,
+                       targeted: bool = False) -> None:
+    """Validate a metric or aggregate object: ``value``, ``higher_is_better``, ``available``, ``partial``, and
+    the optional ``ci``, ``reference`` and ``target``. ``targeted`` entries (privacy) may have a null
+    ``higher_is_better``: neither direction is better, the value closest to ``target`` is."""
     if not isinstance(entry, dict):
         problems.append((prefix, f"expected an object, found {_json_type(entry)}"))
         return
@@ -276,8 +311,17 @@ def _check_value_entry(prefix: str, entry: Any, problems: list[tuple[str, str]],
             problems.append((f"{prefix}.available", "is false but \"value\" holds a number"))
     if "higher_is_better" not in entry:
         problems.append((f"{prefix}.higher_is_better", "missing; every metric declares its direction"))
+    elif targeted and entry["higher_is_better"] is None:
+        pass
     elif not isinstance(entry["higher_is_better"], bool):
         problems.append((f"{prefix}.higher_is_better", f"expected true or false, found {entry['higher_is_better']!r}"))
+    ci = entry.get("ci")
+    if ci is not None and not (isinstance(ci, list) and len(ci) == 2 and all(_is_number(c) and math.isfinite(c)
+                                                                           for c in ci) and ci[0] <= ci[1]):
+        problems.append((f"{prefix}.ci", f"expected [low, high], two finite numbers with low <= high, found {ci!r}"))
+    for key in ("reference", "target"):
+        if entry.get(key) is not None and not (_is_number(entry[key]) and math.isfinite(entry[key])):
+            problems.append((f"{prefix}.{key}", f"expected a finite number or null, found {entry[key]!r}"))
     for key in ("available", "partial"):
         if entry.get(key) is not None and not isinstance(entry[key], bool):
             problems.append((f"{prefix}.{key}", f"expected true or false, found {entry[key]!r}"))
@@ -428,6 +472,7 @@ def _cell(entry: Mapping[str, Any]) -> Cell:
     reason = entry.get("reason")
     if value is None and not reason:
         reason = "no value and no reason recorded"
+    ci = entry.get("ci")
     return Cell(
         value=float(value) if value is not None else None,
         higher_is_better=entry.get("higher_is_better"),
@@ -435,6 +480,9 @@ def _cell(entry: Mapping[str, Any]) -> Cell:
         partial=bool(entry.get("partial")) and value is not None,
         note=entry.get("note"),
         missing=tuple(entry.get("missing") or ()),
+        ci=(float(ci[0]), float(ci[1])) if ci is not None and value is not None else None,
+        target=float(entry["target"]) if entry.get("target") is not None else None,
+        reference=float(entry["reference"]) if entry.get("reference") is not None else None,
     )
 
 
@@ -452,8 +500,15 @@ def _view(results: Mapping[str, Any], label: str, source: str) -> ModelView:
     known = {key for key, _, _ in AGGREGATES}
     aggregates = {key: _cell(entry) for key, entry in results["aggregates"].items() if key in known}
     others = {key: _cell(entry) for key, entry in results["aggregates"].items() if key not in known}
+    privacy = results.get("privacy")
+    if isinstance(privacy, dict) and privacy.get("available"):
+        privacy_cells, privacy_reason = {key: _cell(e) for key, e in privacy["metrics"].items()}, None
+    elif isinstance(privacy, dict):
+        privacy_cells, privacy_reason = {}, privacy.get("reason")
+    else:
+        privacy_cells, privacy_reason = {}, "not evaluated (the record has no privacy section)"
     return ModelView(label=label, source=source, results=results, sets=sets, aggregates=aggregates,
-                     other_aggregates=others)
+                     other_aggregates=others, privacy=privacy_cells, privacy_reason=privacy_reason)
 
 
 def missing_cell(higher_is_better: bool | None, what: str) -> Cell:

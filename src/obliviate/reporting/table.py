@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from obliviate.reporting.general import general_markdown
+from obliviate.reporting.intervals import intervals_markdown
+from obliviate.reporting.privacy import privacy_markdown
 from obliviate.reporting.probes import probes_markdown
 from obliviate.reporting.results import (
     AGGREGATES,
@@ -240,9 +242,10 @@ def markdown_table(results_list: Sequence[Mapping[str, Any]]) -> str:
     if conflicts:
         names = ", ".join(c.key for c in conflicts)
         notes.append(f"Records disagree on the direction of {names}; the first record's direction is shown.")
-    # The lm-eval "General ability" table follows, when any record has one.
+    # The lm-eval "General ability" table, privacy and memorisation, the intervals and the robustness
+    # probes follow, when present.
     return ("\n".join(lines) + "\n\n" + "\n".join(_join_paragraphs(notes)) + "\n" + general_markdown(views)
-            + probes_markdown(views))
+            + privacy_markdown(views) + intervals_markdown(views) + probes_markdown(views))
 
 
 def _join_paragraphs(notes: list[str]) -> list[str]:

@@ -220,7 +220,7 @@ def _step_benchmark(base: LoadedBenchmark, forget_eval: dict[int, list[QARecord]
     info.update(scenario="continual", tasks=tasks, continual_step=step)
     if forget_eval is None:
         info["missing_sets"] = sorted(set(info.get("missing_sets") or []) | {"forget"})
-    return LoadedBenchmark(sets, info, list(base.files))
+    return LoadedBenchmark(sets, info, list(base.files), base.holdout)
 
 
 def plan_continual(cfg: ContinualConfig) -> ContinualPlan:

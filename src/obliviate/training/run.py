@@ -454,6 +454,21 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
 
 
 def eval_benchmark(cfg: UnlearnConfig):
+    """The benchmark an unlearning run is evaluated on, inferred from its data section (and ``eval.holdout``)."""
+    from obliviate.evaluation.runner import BenchmarkSpec
+
+    bench = _inferred_benchmark(cfg)
+    if cfg.eval.holdout:
+        if isinstance(bench, BenchmarkSpec):
+            bench.holdout = cfg.eval.holdout
+        else:
+            from obliviate.data.loading import load_qa
+            from obliviate.evaluation.suite import Holdout
+            bench.holdout = Holdout(load_qa(cfg.eval.holdout), {"source": cfg.eval.holdout})
+    return bench
+
+
+def _inferred_benchmark(cfg: UnlearnConfig):
     """The benchmark an unlearning run is evaluated on: ``eval.benchmark`` (muse, wmdp) when given, else inferred
     from its data section (a forget file inside a MUSE folder is evaluated on MUSE)."""
     from obliviate.benchmarks.muse import find_muse_root
@@ -499,7 +514,8 @@ def eval_settings(cfg: UnlearnConfig):
 
     e = cfg.eval
     return EvalSettings(max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, set_size=e.set_size,
-                        embedding_model=e.embedding_model, nli_model=e.nli_model, real_world=e.real_world)
+                        embedding_model=e.embedding_model, nli_model=e.nli_model, real_world=e.real_world,
+                        bootstrap=e.bootstrap, gradnorm=e.gradnorm)
 
 
 def evaluate_run(cfg: UnlearnConfig, out_path: Path, summary: dict, *, model=None, tokenizer=None,
@@ -523,14 +539,16 @@ def _evaluation_inputs(cfg: UnlearnConfig, benchmark):
     found after hours of training would cost the run."""
     if not cfg.eval.enabled:
         return benchmark
-    from obliviate.evaluation.runner import LoadedBenchmark, load_benchmark, retain_truth_x_from_results
+    from obliviate.evaluation.runner import LoadedBenchmark, load_benchmark, retain_reference_from_results
 
     spec = benchmark or eval_benchmark(cfg)
     loaded = spec if isinstance(spec, LoadedBenchmark) else load_benchmark(spec)
     e = cfg.eval
     forget = next((s for s in loaded.sets if s.kind == "forget"), None)
     if e.retain_results and forget is not None:
-        retain_truth_x_from_results(e.retain_results, [r.question for r in forget.records[: e.set_size or None]])
+        # Its truth-ratio values and, with a holdout set, its attack scores of the same questions.
+        retain_reference_from_results(e.retain_results, [r.question for r in forget.records[: e.set_size or None]],
+                                      loaded.holdout, eval_settings(cfg))
     if e.retain_model:
         from obliviate.models import resolve_model
         resolve_model(e.retain_model)

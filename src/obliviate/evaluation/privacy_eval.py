@@ -1,0 +1,248 @@
+"""The ``privacy`` section of ``results.json``: membership-inference attacks on the forget set (members) against
+a holdout set (non-members), their AUCs and the privacy leakage against the retain model (docs/metrics.md,
+Privacy; docs/results.md, ``privacy``).
+
+:func:`item_scores` runs a model over the items (per-token statistics, and one backward pass per item for
+GradNorm); :func:`privacy_section` turns per-item scores into AUCs and leakage — no model involved, so it is
+tested on hand-made scores. :func:`retain_scores_from_results` reads a retain model's scores back from its own
+``results.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from obliviate.data.formatting import PromptFormatter
+from obliviate.data.records import QARecord
+from obliviate.errors import DataError
+from obliviate.evaluation import privacy as P
+from obliviate.evaluation.tokens import TokenStats
+
+__all__ = [
+    "RetainScores",
+    "item_scores",
+    "privacy_intervals",
+    "privacy_section",
+    "retain_scores_from_results",
+    "unavailable_section",
+]
+
+# The reference attack scores the retain model against itself as 0 for every item: AUC exactly 1/2.
+_SELF_REFERENCE_AUC = 0.5
+
+
+@dataclass
+class RetainScores:
+    """A retain model's per-item attack scores on the same forget and holdout questions, and where they came from.
+
+    ``reason`` says why there are none (``forget``/``holdout`` then None).
+    """
+
+    forget: list[dict[str, float | None]] | None
+    holdout: list[dict[str, float | None]] | None
+    source: str | None = None
+    reason: str | None = None
+
+
+def _pairs(formatter: PromptFormatter, records: Sequence[QARecord]) -> list[tuple[list[int], list[int]]]:
+    pairs = []
+    for r in records:
+        e = formatter.encode(r.question, r.answer)
+        pairs.append((e.input_ids[: e.prompt_length], e.input_ids[e.prompt_length:]))
+    return pairs
+
+
+def item_scores(model, formatter: PromptFormatter, records: Sequence[QARecord], *, batch_size: int = 16,
+                gradnorm: bool = True, stats: Sequence[TokenStats] | None = None,
+                reference: Sequence[Mapping[str, float | None]] | None = None,
+                k: float = P.MIN_K_FRACTION) -> list[dict[str, float | None]]:
+    """Every attack's score for each record's answer (``r.answer``: the text the model was trained on).
+
+    ``stats`` may pass token statistics already computed for the same answers; ``reference`` the retain
+    model's scores of the same items (its ``loss`` is the reference attack's baseline).
+    """
+    from obliviate.likelihood import answer_gradient_norms, answer_token_stats
+
+    pairs = _pairs(formatter, records)
+    if stats is None:
+        stats = answer_token_stats(model, pairs, pad_token_id=formatter.tokenizer.pad_token_id,
+                                   batch_size=batch_size)
+    norms = answer_gradient_norms(model, pairs) if gradnorm else [None] * len(pairs)
+    out = []
+    for i, (r, s, norm) in enumerate(zip(records, stats, norms)):
+        scores = P.attack_scores(s, r.answer, k=k, grad_norm=norm)
+        ref_loss = reference[i].get("loss") if reference is not None else None
+        scores["reference"] = scores["loss"] - ref_loss if ref_loss is not None else None
+        out.append(scores)
+    return out
+
+
+def unavailable_section(reason: str, **info: Any) -> dict:
+    """The ``privacy`` entry of a record whose privacy could not be evaluated, with the reason."""
+    return {"available": False, "reason": reason, **info}
+
+
+def _entry(value: float | None, *, target: float | None, reference: float | None = None,
+           reason: str | None = None, **extra: Any) -> dict:
+    entry: dict[str, Any] = {"value": value, "higher_is_better": None, "target": target}
+    if reference is not None:
+        entry["reference"] = reference
+    if value is None:
+        entry.update({"available": False, "reason": reason or "not computed"})
+    entry.update(extra)
+    return entry
+
+
+def _column(scores: Sequence[Mapping[str, float | None]], attack: str) -> list[float] | None:
+    values = [s.get(attack) for s in scores]
+    return None if not values or any(v is None for v in values) else [float(v) for v in values]
+
+
+def privacy_section(forget: Sequence[Mapping[str, float | None]], holdout: Sequence[Mapping[str, float | None]], *,
+                    forget_questions: Sequence[str], holdout_questions: Sequence[str], holdout_info: Mapping[str, Any],
+                    retain: RetainScores | None, gradnorm_reason: str | None = None,
+                    k: float = P.MIN_K_FRACTION) -> dict:
+    """AUC and privacy leakage of every attack from per-item scores (higher = more member-like).
+
+    ``retain`` holds the retain model's scores of the same items (None or with a ``reason`` when there is no
+    retain model): its AUC is each AUC's reference and the base of the privacy leakage. An attack whose
+    scores are missing (GradNorm switched off, no reference model) is unavailable, with the reason.
+    """
+    retain_ok = retain is not None and retain.forget is not None and retain.holdout is not None
+    no_retain = (retain.reason if retain is not None and retain.reason else
+                 "no retain model: pass --retain-model or --retain-results")
+    metrics: dict[str, dict] = {}
+    for attack in P.ATTACKS:
+        title = P.ATTACK_TITLES[attack]
+        f_scores, h_scores = _column(forget, attack), _column(holdout, attack)
+        if f_scores is None or h_scores is None:
+            reason = (gradnorm_reason if attack == "gradnorm" and gradnorm_reason else
+                      f"no reference model for the {title} attack ({no_retain})" if attack == "reference" else
+                      f"{title} scores missing")
+            metrics[f"auc_{attack}"] = _entry(None, target=None, reason=reason)
+            metrics[f"privacy_leakage_{attack}"] = _entry(None, target=0.0, reason=reason)
+            continue
+        value = P.auc(f_scores, h_scores)
+        retain_auc = None
+        if attack == "reference":
+            retain_auc = _SELF_REFERENCE_AUC if retain_ok else None
+        elif retain_ok:
+            rf, rh = _column(retain.forget, attack), _column(retain.holdout, attack)
+            retain_auc = P.auc(rf, rh) if rf is not None and rh is not None else None
+        metrics[f"auc_{attack}"] = _entry(value, target=retain_auc if retain_auc is not None else 0.5,
+                                          reference=retain_auc)
+        if retain_auc is None:
+            reason = no_retain if not retain_ok else f"the retain model has no {title} scores"
+            metrics[f"privacy_leakage_{attack}"] = _entry(None, target=0.0, reason=reason)
+        elif retain_auc == 1.0:
+            metrics[f"privacy_leakage_{attack}"] = _entry(
+                None, target=0.0, reason="the retain model's AUC is 1: leakage relative to 1 − AUC is undefined")
+        else:
+            metrics[f"privacy_leakage_{attack}"] = _entry(P.privacy_leakage(value, retain_auc), target=0.0,
+                                                          retain_auc=retain_auc)
+    headline = dict(metrics[f"privacy_leakage_{P.HEADLINE_ATTACK}"])
+    headline["attack"] = P.HEADLINE_ATTACK
+    metrics["privacy_leakage"] = headline
+    section: dict[str, Any] = {
+        "available": True,
+        "members": "forget",
+        "nonmembers": "holdout",
+        "holdout": dict(holdout_info),
+        "min_k_fraction": k,
+        "retain_source": retain.source if retain_ok else None,
+        "metrics": metrics,
+        "items": {
+            "forget": [{"question": q, **s} for q, s in zip(forget_questions, forget)],
+            "holdout": [{"question": q, **s} for q, s in zip(holdout_questions, holdout)],
+        },
+    }
+    if retain_ok:
+        section["retain_items"] = {"forget": [dict(s) for s in retain.forget],
+                                   "holdout": [dict(s) for s in retain.holdout]}
+    return section
+
+
+def retain_scores_from_results(data: Mapping[str, Any], path: str, forget_questions: Sequence[str],
+                               holdout_questions: Sequence[str]) -> RetainScores:
+    """The retain model's attack scores of these questions from its results record (``data``, read from ``path``).
+
+    A record without a usable ``privacy`` section (written before privacy was evaluated, or without a holdout
+    set) gives no scores and says why; scores for other questions are a :class:`DataError`, as for Forget
+    Quality (evaluate the retain model on the same split and set size).
+    """
+    privacy = data.get("privacy")
+    if not isinstance(privacy, Mapping) or not privacy.get("available"):
+        why = privacy.get("reason") if isinstance(privacy, Mapping) and privacy.get("reason") else \
+            "it has no privacy section"
+        return RetainScores(None, None, reason=f"the retain results {path} have no attack scores ({why}); "
+                                                "re-evaluate the retain model with a holdout set")
+    items = privacy.get("items")
+    try:
+        by_set = {name: {it["question"]: {k: v for k, v in it.items() if k != "question"} for it in items[name]}
+                  for name in ("forget", "holdout")}
+    except (KeyError, TypeError):
+        raise DataError("has no per-item attack scores", path=path, field="privacy.items") from None
+    out = []
+    for name, questions in (("forget", forget_questions), ("holdout", holdout_questions)):
+        missing = [q for q in questions if q not in by_set[name]]
+        if missing:
+            raise DataError(f"lacks attack scores for {len(missing)} of the evaluated {name} questions (first: "
+                            f"{missing[0][:60]!r}); evaluate the retain model on the same sets and set size",
+                            path=path, field=f"privacy.items.{name}")
+        out.append([by_set[name][q] for q in questions])
+    return RetainScores(out[0], out[1], source=path)
+
+
+def privacy_intervals(privacy: dict, *, forget_indices: np.ndarray | None, resamples: int, seed: int,
+                      level: float) -> None:
+    """Add ``"ci"`` to every available AUC and privacy leakage (docs/metrics.md, Confidence intervals), in place.
+
+    Forget items are resampled with ``forget_indices`` (the forget set's own resamples), holdout items
+    independently; the retain model's scores of the same items are resampled alongside for the leakage.
+    """
+    from obliviate.evaluation.bootstrap import interval, resample_indices, set_rng
+
+    if not privacy.get("available"):
+        return
+    items = privacy.get("items") or {}
+    forget, holdout = items.get("forget") or [], items.get("holdout") or []
+    if not forget or not holdout:
+        return
+    if forget_indices is None or forget_indices.shape[1] != len(forget):
+        forget_indices = resample_indices(len(forget), resamples, set_rng(seed, "forget"))
+    holdout_indices = resample_indices(len(holdout), resamples, set_rng(seed, "holdout"))
+    retain_items = privacy.get("retain_items") or {}
+    metrics = privacy.get("metrics") or {}
+    for attack in P.ATTACKS:
+        auc_entry = metrics.get(f"auc_{attack}")
+        if not auc_entry or auc_entry.get("value") is None:
+            continue
+        f = np.asarray(_column(forget, attack), dtype=float)
+        h = np.asarray(_column(holdout, attack), dtype=float)
+        aucs = P.auc_rows(f[forget_indices], h[holdout_indices])
+        auc_entry["ci"] = list(interval(aucs, level))
+        leak = metrics.get(f"privacy_leakage_{attack}")
+        if not leak or leak.get("value") is None:
+            continue
+        if attack == "reference":
+            retain_aucs = np.full(len(aucs), _SELF_REFERENCE_AUC)
+        else:
+            rf = _column(retain_items.get("forget") or [], attack)
+            rh = _column(retain_items.get("holdout") or [], attack)
+            if rf is None or rh is None or len(rf) != len(f) or len(rh) != len(h):
+                continue
+            rf_a, rh_a = np.asarray(rf, dtype=float), np.asarray(rh, dtype=float)
+            retain_aucs = P.auc_rows(rf_a[forget_indices], rh_a[holdout_indices])
+        if np.any(retain_aucs >= 1.0):
+            leak["ci_note"] = "no interval: the retain model's AUC reaches 1 on some resamples"
+            continue
+        leaks = [P.privacy_leakage(a, r) for a, r in zip(aucs, retain_aucs)]
+        leak["ci"] = list(interval(leaks, level))
+    headline = metrics.get("privacy_leakage")
+    source = metrics.get(f"privacy_leakage_{headline.get('attack', P.HEADLINE_ATTACK)}") if headline else None
+    if headline is not None and source is not None and "ci" in source:
+        headline["ci"] = list(source["ci"])
