@@ -16,7 +16,7 @@ from obliviate.objectives.types import (
     SequenceOutputs,
     UnlearningInputs,
 )
-from obliviate.objectives.chunked import DEFAULT_CHUNK_SIZE, HeadLogits, OutputHead
+from obliviate.objectives.chunked import DEFAULT_CHUNK_SIZE, HeadLogits, OutputHead, reduce_rows
 from obliviate.objectives.logprobs import (
     mean_token_nll,
     sequence_logprob,
@@ -68,6 +68,7 @@ __all__ = [
     "list_methods",
     "mean_token_nll",
     "register_forget",
+    "reduce_rows",
     "register_regularizer",
     "required_inputs",
     "resolve_method",

@@ -241,6 +241,25 @@ def _module_reduction(kind: str, head: OutputHead, hidden: Tensor, targets: Tens
     return torch.cat(out)
 
 
+def reduce_rows(kind: str, hidden: Tensor, targets: Tensor, head: OutputHead, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                ref: Callable[[int, int], Tensor] | None = None) -> Tensor:
+    """Row reduction ``kind`` (one of :data:`KINDS`) of the logits of ``hidden`` rows ``(N, H)``, ``(N,)``.
+
+    ``targets`` ``(N,)`` are the next tokens (read by ``"logp"``); ``ref(start, stop)`` gives the reference
+    logits of rows ``start:stop`` (read by ``"ref_kl"``). Differentiable with respect to ``hidden`` and the
+    head's parameters, holding at most ``chunk_size`` rows of logits at once.
+    """
+    if head.weight is None:
+        return _module_reduction(kind, head, hidden, targets, ref, chunk_size)
+    plan = _Plan(kind=kind, head=head, targets=targets, ref=ref, chunk=chunk_size,
+                 mm_dtype=_matmul_dtype(hidden.device, head.weight))
+    if not torch.is_grad_enabled() or not (hidden.requires_grad or head.weight.requires_grad
+                                           or (head.bias is not None and head.bias.requires_grad)):
+        with torch.no_grad():
+            return _ChunkedHeadReduction.forward(_NoContext(), hidden, head.weight, head.bias, plan)
+    return _ChunkedHeadReduction.apply(hidden, head.weight, head.bias, plan)
+
+
 class HeadLogits:
     """The ``(B, T, V)`` logits of a batch, held as the final hidden states of its labelled positions.
 
@@ -306,16 +325,7 @@ class HeadLogits:
 
     # -- reductions, one value per labelled position (N,) --------------------------------------------------
     def _reduce(self, kind: str, ref: Callable[[int, int], Tensor] | None = None) -> Tensor:
-        head = self.head
-        if head.weight is None:
-            return _module_reduction(kind, head, self.hidden, self.targets, ref, self.chunk_size)
-        plan = _Plan(kind=kind, head=head, targets=self.targets, ref=ref, chunk=self.chunk_size,
-                     mm_dtype=_matmul_dtype(self.hidden.device, head.weight))
-        if not torch.is_grad_enabled() or not (self.hidden.requires_grad or head.weight.requires_grad
-                                               or (head.bias is not None and head.bias.requires_grad)):
-            with torch.no_grad():
-                return _ChunkedHeadReduction.forward(_NoContext(), self.hidden, head.weight, head.bias, plan)
-        return _ChunkedHeadReduction.apply(self.hidden, head.weight, head.bias, plan)
+        return reduce_rows(kind, self.hidden, self.targets, self.head, chunk_size=self.chunk_size, ref=ref)
 
     def logprobs(self) -> Tensor:
         """``log p(y_{t+1} | y_≤t)`` at every labelled position, ``(N,)``."""

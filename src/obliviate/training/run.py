@@ -27,7 +27,7 @@ import platform
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -142,6 +142,30 @@ def _environment() -> dict:
 
 
 # -- training -------------------------------------------------------------------------------------------------
+def _checkpointing_arguments(enabled: bool) -> dict:
+    """Activation checkpointing as a constructor argument (set afterwards, transformers 5 ignores it), under
+    the name this transformers release takes; non-reentrant, which also works when no input needs a gradient
+    (LoRA on a frozen embedding)."""
+    names = {f.name for f in fields(TrainingArguments)}
+    prefix = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    if not enabled:
+        return {prefix: False}
+    return {prefix: True, f"{prefix}_kwargs": {"use_reentrant": False}}
+
+
+def _optimizer_name(name: str) -> str:
+    """``adamw_torch_fused`` where torch has a fused AdamW kernel for this machine's device, else ``adamw_torch``."""
+    if name != "adamw_torch_fused":
+        return name
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.optim.AdamW([torch.zeros(1, device=device, requires_grad=True)], fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        log.info("no fused AdamW kernel for %s: using adamw_torch", device)
+        return "adamw_torch"
+    return name
+
+
 def _training_arguments(cfg: RunConfig, partial: Path, n_examples: int) -> TrainingArguments:
     t = cfg.train
     args = TrainingArguments(
@@ -159,7 +183,7 @@ def _training_arguments(cfg: RunConfig, partial: Path, n_examples: int) -> Train
         save_strategy=t.save_strategy,
         save_steps=t.save_steps,
         dataloader_pin_memory=torch.cuda.is_available(),
-        optim=t.optim,
+        optim=_optimizer_name(t.optim),
         bf16=t.bf16,
         fp16=t.fp16,
         # Without CUDA the engine must be told it runs on the CPU; under torchrun it then forms a gloo group.
@@ -176,9 +200,8 @@ def _training_arguments(cfg: RunConfig, partial: Path, n_examples: int) -> Train
         disable_tqdm=False,
         # A NaN loss is logged as NaN, not replaced by the running mean (the guard stops or skips that step).
         logging_nan_inf_filter=False,
+        **_checkpointing_arguments(t.gradient_checkpointing),
     )
-    if t.gradient_checkpointing:
-        args.gradient_checkpointing = True
     # Warm-up is given in epochs (the paper warms up for one): optimizer steps per epoch = examples /
     # (per-device batch × accumulation × devices), e.g. 400 / (4 × 4 × 2) → 13 steps.
     per_step = t.batch_size * t.gradient_accumulation_steps * max(1, args.world_size)
@@ -368,7 +391,11 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
             reference = frozen_copy(model)
     trainer = UnlearningTrainer(model=model, args=args, train_dataset=dataset,
                                 data_collator=PartsCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-                                objective=objective, reference_model=reference)
+                                objective=objective, reference_model=reference,
+                                loss_chunk_size=cfg.train.loss_chunk_size, packing=cfg.train.packing)
+    # The trainer keeps the reference copy only while a term reads its logits (KL); NPO and DPO need only the
+    # log-probs it cached, and this name must not keep the copy alive (a whole model's worth of memory).
+    del reference
     guard = NonFiniteGuard(cfg.train.nan_policy, cfg.train.nan_max_skips)
     guard.withhold_updates = not trainer.is_deepspeed_enabled
     guard.check_grad_norm = getattr(trainer.accelerator, "scaler", None) is None
