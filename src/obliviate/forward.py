@@ -214,10 +214,30 @@ def _lengths(batch: Mapping[str, Tensor]) -> Tensor:
     return lengths
 
 
+def _first_fit(lengths: list[int], capacity: int) -> tuple[list[tuple[int, int]], list[int]]:
+    """First-fit, longest first: each sequence's (row, offset), and each row's used length."""
+    place: list[tuple[int, int]] = [(0, 0)] * len(lengths)
+    used: list[int] = []
+    for k in sorted(range(len(lengths)), key=lambda k: -lengths[k]):
+        n = lengths[k]
+        row = next((r for r, u in enumerate(used) if u + n <= capacity), len(used))
+        if row == len(used):
+            used.append(0)
+        place[k] = (row, used[row])
+        used[row] += n
+    return place, used
+
+
 def _layout(inputs: Mapping[str, Mapping[str, Tensor]], parts: Sequence[str], *, pad_token_id: int, pack: bool,
             pack_length: int) -> _Layout:
     device = inputs[parts[0]]["input_ids"].device
     lengths = {p: _lengths(inputs[p]) for p in parts}
+    if pack:
+        seqs = [(p, i, n) for p in parts for i, n in enumerate(lengths[p].tolist())]
+        longest = max(n for _, _, n in seqs)
+        place, used = _first_fit([n for _, _, n in seqs], max(pack_length, longest))
+        # Packing pays where it removes padding; sequences of one length would only lengthen the attention rows.
+        pack = len(used) * max(used) < len(seqs) * longest
     if not pack:
         longest = max(inputs[p]["input_ids"].shape[1] for p in parts)
         ids, att, starts, row = [], [], {}, 0
@@ -228,31 +248,11 @@ def _layout(inputs: Mapping[str, Mapping[str, Tensor]], parts: Sequence[str], *,
             starts[p] = (torch.arange(b, device=device) + row) * longest
             row += b
         return _Layout(torch.cat(ids), torch.cat(att), None, starts, lengths)
-    # First-fit, longest first: (part, index, length) placed in the first row with room.
-    seqs = [(p, i, n) for p in parts for i, n in enumerate(lengths[p].tolist())]
-    order = sorted(range(len(seqs)), key=lambda k: -seqs[k][2])
-    capacity = max(pack_length, max(n for _, _, n in seqs))
-    rows: list[list[int]] = []
-    used: list[int] = []
-    place: dict[int, tuple[int, int]] = {}
-    for k in order:
-        n = seqs[k][2]
-        for r, u in enumerate(used):
-            if u + n <= capacity:
-                place[k] = (r, u)
-                rows[r].append(k)
-                used[r] += n
-                break
-        else:
-            place[k] = (len(rows), 0)
-            rows.append([k])
-            used.append(n)
     width = max(used)
-    ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long, device=device)
-    pos = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+    ids = torch.full((len(used), width), pad_token_id, dtype=torch.long, device=device)
+    pos = torch.zeros((len(used), width), dtype=torch.long, device=device)
     starts = {p: torch.zeros(len(lengths[p]), dtype=torch.long, device=device) for p in parts}
-    for k, (r, offset) in place.items():
-        p, i, n = seqs[k]
+    for (p, i, n), (r, offset) in zip(seqs, place):
         ids[r, offset: offset + n] = inputs[p]["input_ids"][i, :n]
         pos[r, offset: offset + n] = torch.arange(n, device=device)
         starts[p][i] = r * width + offset

@@ -132,6 +132,10 @@ def test_packed_rows_really_share_rows():
     padded = _layout(parts, ("forget", "retain"), pad_token_id=0, pack=False, pack_length=16)
     # 54 tokens in 7 sequences: padded 7 rows × 12; packed into rows of at most 16 tokens: 4 rows × 16.
     assert tuple(padded.input_ids.shape) == (7, 12) and tuple(packed.input_ids.shape) == (4, 16)
+    assert packed.position_ids is not None and packed.attention_mask is None
+    # Sequences of one length have no padding to remove: packing them would only lengthen attention rows.
+    same = _layout({"x": batch([6, 6, 6])}, ("x",), pad_token_id=0, pack=True, pack_length=16)
+    assert tuple(same.input_ids.shape) == (3, 6) and same.position_ids is None
 
 
 def test_sequence_logprobs_equals_materialised_logits():

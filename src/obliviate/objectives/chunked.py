@@ -87,7 +87,10 @@ class OutputHead:
 
 
 def _row_values(kind: str, z: Tensor, targets: Tensor, ref_z: Tensor | None) -> Tensor:
-    """One number per logits row, by the formulas of :mod:`obliviate.objectives.logprobs` (differentiable)."""
+    """One number per logits row, by the formulas of :mod:`obliviate.objectives.logprobs` (differentiable).
+
+    The reference form, used where autograd gives the gradient (module heads, :meth:`HeadLogits.map_rows`).
+    """
     if kind == "logp":
         return z.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(z, dim=-1)
     if kind == "uniform_to_model":
@@ -102,25 +105,82 @@ def _row_values(kind: str, z: Tensor, targets: Tensor, ref_z: Tensor | None) -> 
     raise ValueError(f"unknown row reduction {kind!r}; valid: {', '.join(KINDS)}")
 
 
-def _row_grads(kind: str, z: Tensor, targets: Tensor, ref_z: Tensor | None, g: Tensor) -> Tensor:
-    """``g_i · ∂value_i/∂z_i`` for every row (hand-derived; ``p = softmax(z)``):
+# The in-place forms below compute the same quantities on buffers the chunked path owns (the chunk's logits, the
+# reference's), overwriting them: a reduction then holds one or two (n, V) buffers instead of four to six.
+
+
+def _shift_(z: Tensor) -> Tensor:
+    """``z − max`` in place (rows whose max is not finite are left unshifted)."""
+    m = z.amax(dim=-1, keepdim=True)
+    return z.sub_(torch.where(torch.isfinite(m), m, torch.zeros_like(m)))
+
+
+def _lse_(z: Tensor) -> Tensor:
+    """``logsumexp`` of each row, overwriting ``z``."""
+    m = z.amax(dim=-1)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return z.sub_(m.unsqueeze(-1)).exp_().sum(dim=-1).log_().add_(m)
+
+
+def _softmax_(z: Tensor) -> Tensor:
+    """``softmax(z)`` in place."""
+    e = _shift_(z).exp_()
+    return e.div_(e.sum(dim=-1, keepdim=True))
+
+
+def _log_softmax_(z: Tensor, scratch: Tensor | None = None) -> Tensor:
+    """``log_softmax(z)`` in place; ``scratch`` (same shape, may be overwritten) saves a temporary."""
+    shifted = _shift_(z)
+    e = torch.exp(shifted, out=scratch) if scratch is not None else shifted.exp()
+    return shifted.sub_(e.sum(dim=-1, keepdim=True).log_())
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """Row-wise dot products ``Σ_v a_v b_v`` without an (n, V) temporary."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(-1)).reshape(-1)
+
+
+def _values_(kind: str, z: Tensor, targets: Tensor, ref_z: Tensor | None) -> Tensor:
+    """:func:`_row_values`, in place (no gradient)."""
+    vocab = z.shape[-1]
+    if kind == "logp":
+        target = z.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        return target.sub_(_lse_(z))
+    if kind == "uniform_to_model":
+        mean = z.mean(dim=-1)
+        return _lse_(z).sub_(mean).sub_(math.log(vocab))
+    if kind == "model_to_uniform":
+        p = torch.empty_like(z)
+        log_p = _log_softmax_(z, scratch=p)
+        torch.exp(log_p, out=p)
+        return _dot(p, log_p).add_(math.log(vocab))
+    if kind == "ref_kl":
+        r = torch.empty_like(z)
+        log_p = _log_softmax_(z, scratch=r)
+        log_r = _log_softmax_(ref_z.to(z.dtype), scratch=r)
+        torch.exp(log_r, out=r)
+        return _dot(r, log_r.sub_(log_p))
+    raise ValueError(f"unknown row reduction {kind!r}; valid: {', '.join(KINDS)}")
+
+
+def _grads_(kind: str, z: Tensor, targets: Tensor, ref_z: Tensor | None, g: Tensor) -> Tensor:
+    """``g_i · ∂value_i/∂z_i`` for every row, in place of ``z`` (hand-derived; ``p = softmax(z)``):
 
     logp ``onehot(y) − p``; KL(U‖p) ``p − 1/V``; KL(p‖U) ``p ⊙ (log p − Σ p log p)``; KL(ref‖p) ``p − softmax(z_ref)``.
     """
     g = g.to(z.dtype).unsqueeze(-1)
     if kind == "logp":
-        dz = torch.softmax(z, dim=-1).mul_(-g)
-        dz.scatter_add_(-1, targets.unsqueeze(-1), g)
-        return dz
+        dz = _softmax_(z).mul_(-g)
+        return dz.scatter_add_(-1, targets.unsqueeze(-1), g)
     if kind == "uniform_to_model":
-        return torch.softmax(z, dim=-1).sub_(1.0 / z.shape[-1]).mul_(g)
+        return _softmax_(z).sub_(1.0 / z.shape[-1]).mul_(g)
     if kind == "model_to_uniform":
-        log_p = torch.log_softmax(z, dim=-1)
-        p = log_p.exp()
-        entropy_term = (p * log_p).sum(dim=-1, keepdim=True)
-        return log_p.sub_(entropy_term).mul_(p).mul_(g)
+        p = torch.empty_like(z)
+        log_p = _log_softmax_(z, scratch=p)
+        torch.exp(log_p, out=p)
+        return log_p.sub_(_dot(p, log_p).unsqueeze(-1)).mul_(p).mul_(g)
     if kind == "ref_kl":
-        return torch.softmax(z, dim=-1).sub_(torch.softmax(ref_z.to(z.dtype), dim=-1)).mul_(g)
+        return _softmax_(z).sub_(_softmax_(ref_z.to(z.dtype))).mul_(g)
     raise ValueError(f"unknown row reduction {kind!r}; valid: {', '.join(KINDS)}")
 
 
@@ -151,12 +211,16 @@ class _Plan:
                            None if bias is None else bias.to(self.mm_dtype))
         return self.head._transform(raw)
 
-    def chain(self, dz: Tensor, z: Tensor) -> Tensor:
-        """∂/∂(hidden @ W.T + b) from ∂/∂z, through the scale and the soft cap."""
-        if self.head.softcap is not None:
-            dz = dz.mul_(1.0 - (z / self.head.softcap).square_())
+    def grads(self, z: Tensor, start: int, stop: int, g: Tensor) -> Tensor:
+        """∂/∂(hidden @ W.T + b) of the chunk's values weighted by ``g``: the row gradient (overwriting ``z``),
+        through the soft cap (``1 − (z/c)²``) and the scale."""
+        cap = None if self.head.softcap is None else (z / self.head.softcap).square_().neg_().add_(1.0)
+        ref = self.ref(start, stop) if self.ref is not None else None
+        dz = _grads_(self.kind, z, self.targets[start:stop], ref, g)
+        if cap is not None:
+            dz.mul_(cap)
         if self.head.scale != 1.0:
-            dz = dz.mul_(self.head.scale)
+            dz.mul_(self.head.scale)
         return dz
 
 
@@ -175,7 +239,8 @@ class _ChunkedHeadReduction(torch.autograd.Function):
             stop = min(start + plan.chunk, hidden.shape[0])
             z = plan.logits(hidden[start:stop], weight, bias)
             ref = plan.ref(start, stop) if plan.ref is not None else None
-            values[start:stop] = _row_values(plan.kind, z, plan.targets[start:stop], ref)
+            values[start:stop] = _values_(plan.kind, z, plan.targets[start:stop], ref)
+            del z, ref
         ctx.plan = plan
         ctx.save_for_backward(hidden, weight, bias)
         return values
@@ -195,10 +260,7 @@ class _ChunkedHeadReduction(torch.autograd.Function):
             for start in range(0, hidden.shape[0], plan.chunk):
                 stop = min(start + plan.chunk, hidden.shape[0])
                 h = hidden[start:stop].to(plan.mm_dtype)
-                z = plan.logits(h, weight, bias)
-                ref = plan.ref(start, stop) if plan.ref is not None else None
-                dz = plan.chain(_row_grads(plan.kind, z, plan.targets[start:stop], ref, grad_values[start:stop]), z)
-                del z
+                dz = plan.grads(plan.logits(h, weight, bias), start, stop, grad_values[start:stop])
                 dz_mm = dz.to(plan.mm_dtype)
                 if need_hidden:
                     d_hidden[start:stop] = (dz_mm @ w_mm).to(hidden.dtype)
@@ -369,7 +431,7 @@ class HeadLogits:
         if ref.shape != self.shape:
             raise ValueError(f"ref_logits shape {tuple(ref.shape)} must equal logits shape {tuple(self.shape)}")
         dense = ref.detach()[:, :-1][self.mask]
-        return lambda start, stop: dense[start:stop]
+        return lambda start, stop: dense[start:stop].clone()     # the reductions overwrite what they are given
 
 
 class _NoContext:
