@@ -137,7 +137,7 @@ def main() -> None:
         for path in PATHS:
             cmd = [sys.executable, __file__, "--child", method, path, "--batch", str(args.batch), "--length",
                    str(args.length), "--threads", str(args.threads), "--repeats", str(args.repeats)]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1]
             results[(method, path)] = json.loads(out)
             r = results[(method, path)]
             print(f"{method:7s} {path:12s} step {r['seconds']:7.2f} s {r['all_seconds']}  peak "

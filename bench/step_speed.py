@@ -17,7 +17,8 @@ below 1e-12) — so it is not the KL(U‖p) both sides are meant to compute; ``-
 
 *obliviate*: ``UnlearningTrainer`` as ``obliviate unlearn`` builds it with the default ``train.*`` settings —
 parts packed into one forward pass, the output layer on labelled positions only, a chunk at a time; cached
-reference log-probs for NPO (the frozen copy is freed before training); fused AdamW; gradient clipping at 1.0.
+reference log-probs for NPO (taken from the starting model before training: no copy); fused AdamW; gradient
+clipping at 1.0.
 
 Each method runs ``--repeats`` rounds; a round times ``--steps`` optimizer steps of each side from the starting
 weights, and its ratio is obliviate's median step over the paper-style median step, both without the first step
@@ -99,7 +100,7 @@ def _obliviate_trainer(model, tokenizer, cfg, objective, dataset, out_dir: str):
         def on_step_end(self, args, state, control, **kwargs):
             self.seconds.append(time.perf_counter() - self.t0)
 
-    reference = frozen_copy(model) if objective.needs_reference else None
+    reference = frozen_copy(model) if objective.ref_logit_parts else None     # as run.py: KL only
     args = _training_arguments(cfg, Path(out_dir), len(dataset))
     args.disable_tqdm = True
     trainer = UnlearningTrainer(model=model, args=args, train_dataset=dataset,

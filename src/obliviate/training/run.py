@@ -380,7 +380,9 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
         from obliviate.models import frozen_copy, load_model
         reference = frozen_copy(load_model(reference_spec, dtype=cfg.model.dtype,
                                            trust_remote_code=cfg.model.trust_remote_code)[0])
-    elif objective.needs_reference and not cfg.lora.enabled:
+    elif objective.ref_logit_parts and not cfg.lora.enabled:
+        # KL reads the reference's logits every step: a frozen copy of the starting model. NPO and DPO read only
+        # log-probs, which the trainer caches from the starting model itself before it changes: no copy.
         from transformers.integrations import is_deepspeed_zero3_enabled
 
         from obliviate.models import frozen_copy, load_model
@@ -393,8 +395,8 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
                                 data_collator=PartsCollator(tokenizer.pad_token_id), processing_class=tokenizer,
                                 objective=objective, reference_model=reference,
                                 loss_chunk_size=cfg.train.loss_chunk_size, packing=cfg.train.packing)
-    # The trainer keeps the reference copy only while a term reads its logits (KL); NPO and DPO need only the
-    # log-probs it cached, and this name must not keep the copy alive (a whole model's worth of memory).
+    # The trainer keeps a reference model only while a term reads its logits (KL); a reference given for NPO or
+    # DPO serves the cached log-probs only, and this name must not keep it alive (a whole model's worth of memory).
     del reference
     guard = NonFiniteGuard(cfg.train.nan_policy, cfg.train.nan_max_skips)
     guard.withhold_updates = not trainer.is_deepspeed_enabled

@@ -14,9 +14,10 @@ accelerate / DeepSpeed / FSDP and loggers. This class only:
 4. hands each micro-batch's loss and terms, and each step's gradient norm, to the non-finite guard
    (:mod:`obliviate.training.guard`) when one is attached.
 
-Reference log-probabilities of the fixed forget items (NPO, DPO) are computed once before training; a frozen
-reference copy of the model is kept only when a term needs reference *logits* at every step (KL, LLMU). With
-LoRA no copy is made at all: the reference is the same model with its adapters disabled.
+Reference log-probabilities of the fixed forget items (NPO, DPO) are computed once before training, from the
+starting model itself unless another reference model is given; a frozen reference copy is needed only when a term
+reads reference *logits* at every step (KL, LLMU). With LoRA no copy is made at all: the reference is the same
+model with its adapters disabled.
 
 Token means are normalised over the whole accumulated batch (all micro-batches of one optimizer step) and,
 with several processes (DDP, DeepSpeed, FSDP), over every process's share of it: gradient accumulation 2×2 gives
@@ -112,7 +113,7 @@ class UnlearningTrainer(Trainer):
         self.nonfinite_guard = None  # a NonFiniteGuard (training/guard.py), attached by the run
         if isinstance(self.train_dataset, UnlearningDataset):
             self.add_callback(_EpochCallback(self.train_dataset))
-        if objective.needs_reference and reference_model is None and not self._uses_lora():
+        if objective.ref_logit_parts and reference_model is None and not self._uses_lora():
             raise ValueError(f"objective {objective.forget}+{objective.regularizer} needs a reference model")
         if self.is_deepspeed_enabled:
             # Saving must give a full model folder: under ZeRO-3 that means gathering the 16-bit weights.
@@ -175,13 +176,17 @@ class UnlearningTrainer(Trainer):
         return plugin is not None and plugin.zero_stage == 3
 
     def _reference_context(self):
-        """The reference model and a context in which calling it gives reference outputs."""
+        """The reference model and a context in which calling it gives reference outputs.
+
+        Without a reference model: the model with its LoRA adapters disabled, or — for the log-probs cached before
+        training, while it is still the starting model — the model itself.
+        """
         if self.reference_model is not None:
             return self.reference_model, nullcontext()
         model = self.accelerator.unwrap_model(self.model)
         # FSDP gathers its shards only when called through its wrapper.
         caller = self.model_wrapped if self.is_fsdp_enabled else model
-        return caller, model.disable_adapter()
+        return caller, (model.disable_adapter() if self._uses_lora() else nullcontext())
 
     def _cache_reference_logps(self) -> None:
         """Reference log-probs of the fixed forget items: each process scores its share, then all share all.
