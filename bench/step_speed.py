@@ -70,7 +70,8 @@ def _setup(args, method: str):
     cfg = config_from_dict("unlearn", {
         "output_dir": "unused", "data": {"forget": "unused"}, "method": {"name": method},
         "train": {"batch_size": 4, "gradient_accumulation_steps": 1, "max_steps": args.steps, "warmup_epochs": 0.0,
-                  "learning_rate": 1e-5, "seed": 0, "logging_steps": 1}, "eval": {"enabled": False}})
+                  "learning_rate": 1e-5, "seed": 0, "logging_steps": 1,
+                  "gradient_checkpointing": args.gradient_checkpointing}, "eval": {"enabled": False}})
     objective = TrainingObjective(forget=spec.forget, regularizer=spec.regularizer, forget_coeff=spec.forget_coeff,
                                   regularization_coeff=spec.regularization_coeff)
     formatter = PromptFormatter(tokenizer, cfg.model.template, max_length=cfg.model.max_length)
@@ -290,6 +291,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--memory-only", action="store_true", help="only the peak-memory processes")
     parser.add_argument("--released-epsilon", action="store_true", help="ME with the released code's log(p + 1e-12)")
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="obliviate with train.gradient_checkpointing=true")
     parser.add_argument("--child", choices=("time", "memory"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -302,7 +305,8 @@ def main() -> None:
         for kind in (("memory",) if args.memory_only else ("time", "memory")):
             cmd = [sys.executable, __file__, "--child", kind, "--methods", method, "--data", args.data,
                    "--steps", str(args.steps), "--repeats", str(args.repeats), "--threads", str(args.threads)] + \
-                (["--released-epsilon"] if args.released_epsilon else [])
+                (["--released-epsilon"] if args.released_epsilon else []) + \
+                (["--gradient-checkpointing"] if args.gradient_checkpointing else [])
             out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1]
             entry[kind] = json.loads(out)
         if "time" in entry:
