@@ -22,7 +22,8 @@ clipping at 1.0.
 
 Each method runs ``--repeats`` rounds; a round times ``--steps`` optimizer steps of each side from the starting
 weights, and its ratio is obliviate's median step over the paper-style median step, both without the first step
-(which also allocates AdamW's states) when there are more than one. Peak
+(which also allocates AdamW's states) when there are more than one — in wall-clock time, and in this process's
+CPU time (user + system, all threads), which other processes on a shared machine disturb less. Peak
 memory is measured in a fresh process per method for obliviate's full fine-tuning: the largest resident set
 (``VmHWM``, reset just before training starts, so loading the model is not counted) over ``--steps`` steps.
 Set ``LD_PRELOAD`` to a tcmalloc library to measure with it (docs/benchmarks.md).
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -94,12 +96,14 @@ def _obliviate_trainer(model, tokenizer, cfg, objective, dataset, out_dir: str):
     class StepTimes(TrainerCallback):
         def __init__(self):
             self.seconds: list[float] = []
+            self.cpu_seconds: list[float] = []
 
         def on_step_begin(self, args, state, control, **kwargs):
-            self.t0 = time.perf_counter()
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
 
         def on_step_end(self, args, state, control, **kwargs):
             self.seconds.append(time.perf_counter() - self.t0)
+            self.cpu_seconds.append(time.process_time() - self.c0)
 
     reference = frozen_copy(model) if objective.ref_logit_parts else None     # as run.py: KL only
     args = _training_arguments(cfg, Path(out_dir), len(dataset))
@@ -239,14 +243,15 @@ def run_method(args, method: str) -> dict:
         model.train()
         reference = frozen_copy(model) if method.startswith("NPO") else None
         optimizer = _paper_optimizer(model, cfg.train.learning_rate, cfg.train.weight_decay)
-        paper_seconds, paper_losses = [], []
+        paper_seconds, paper_cpu, paper_losses = [], [], []
         for step in range(args.steps):
             dataset.set_epoch(step)
             items = [dataset[i] for i in range(len(dataset))]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             paper_losses.append(_paper_step(method, model, reference, optimizer, items, pad_id,
                                             1e-12 if args.released_epsilon else 0.0))
             paper_seconds.append(time.perf_counter() - t0)
+            paper_cpu.append(time.process_time() - c0)
         del reference, optimizer
         # obliviate: the trainer from the same weights.
         model.load_state_dict(start)
@@ -258,11 +263,15 @@ def run_method(args, method: str) -> dict:
         del trainer
         steady = slice(1 if args.steps > 1 else 0, None)
         ratio = statistics.median(timer.seconds[steady]) / statistics.median(paper_seconds[steady])
+        cpu_ratio = statistics.median(timer.cpu_seconds[steady]) / statistics.median(paper_cpu[steady])
         loss_rel = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(ours[0], paper_losses[0]))
         rounds.append({"paper_seconds": paper_seconds, "obliviate_seconds": timer.seconds, "ratio": ratio,
+                       "paper_cpu_seconds": paper_cpu, "obliviate_cpu_seconds": timer.cpu_seconds,
+                       "cpu_ratio": cpu_ratio, "load_average": list(os.getloadavg()),
                        "paper_losses": paper_losses, "obliviate_losses": ours, "first_step_loss_rel_diff": loss_rel})
         print(f"{method} round {r + 1}: paper-style {statistics.median(paper_seconds[steady]):6.2f} s/step, obliviate "
-              f"{statistics.median(timer.seconds[steady]):5.2f} s/step, ratio {ratio:.3f}, first-step losses equal to "
+              f"{statistics.median(timer.seconds[steady]):5.2f} s/step, ratio {ratio:.3f} (CPU time {cpu_ratio:.3f}, "
+              f"load {os.getloadavg()[0]:.1f}), first-step losses equal to "
               f"{loss_rel:.1e}", file=sys.stderr, flush=True)
     return {"method": method, "rounds": rounds}
 
@@ -311,12 +320,16 @@ def main() -> None:
             entry[kind] = json.loads(out)
         if "time" in entry:
             ratios = [r["ratio"] for r in entry["time"]["rounds"]]
+            cpu_ratios = [r["cpu_ratio"] for r in entry["time"]["rounds"]]
             entry["ratio_median"] = statistics.median(ratios)
             entry["ratio_range"] = [min(ratios), max(ratios)]
+            entry["cpu_ratio_median"] = statistics.median(cpu_ratios)
+            entry["cpu_ratio_range"] = [min(cpu_ratios), max(cpu_ratios)]
             entry["loss_rel_diff_max"] = max(r["first_step_loss_rel_diff"] for r in entry["time"]["rounds"])
         mem = entry["memory"]
         print(f"{method}: " + (f"obliviate / paper-style step {entry['ratio_median']:.3f} (rounds "
-                               f"{', '.join(f'{x:.3f}' for x in ratios)}), losses equal to "
+                               f"{', '.join(f'{x:.3f}' for x in ratios)}; CPU time "
+                               f"{', '.join(f'{x:.3f}' for x in cpu_ratios)}), losses equal to "
                                f"{entry['loss_rel_diff_max']:.1e}; " if "time" in entry else "")
               + f"peak RSS {mem['peak_rss'] / 1e9:.2f} GB", flush=True)
         results["methods"][method] = entry
