@@ -374,3 +374,42 @@ def test_bfloat16_hidden_states_give_float32_values():
     dense, _ = token_logprobs(head.logits(hidden), lab)
     assert chunked.dtype == torch.float32
     torch.testing.assert_close(chunked, dense, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["bf16-weights", "fp32-weights-bf16-autocast"])
+def test_sixteen_bit_products_give_float32_sums_and_the_gradients(mode):
+    """Products in bfloat16 (bfloat16 weights, or float32 weights under autocast), reductions and the weight's
+    gradient accumulated in float32 — with chunk 1 the gradient is added a block of vocabulary rows at a time
+    (V = 11, H = 5: blocks of 3). Values and gradients agree with float64 on the same bfloat16-rounded numbers
+    within bfloat16's rounding of the logits (2e-2 of the scale), as the materialised bfloat16 path does."""
+    case = make_case(17, torch.float32)
+    lab = case.labels["forget"]
+    dtype = torch.bfloat16 if mode == "bf16-weights" else torch.float32
+    # Values every path can represent exactly: rounded to bfloat16 once.
+    hidden0 = case.hidden["forget"].detach().bfloat16()
+    weight0 = case.weight.detach().bfloat16()
+
+    def run(chunk: int | None, precision: torch.dtype, autocast: bool):
+        hidden = hidden0.to(precision).clone().requires_grad_()     # fresh leaves: no gradient carried over
+        weight = weight0.to(precision).clone().requires_grad_()
+        head = OutputHead(weight=weight)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            logits = head.logits(hidden) if chunk is None else \
+                HeadLogits.from_hidden(hidden, lab, head, chunk_size=chunk)
+            logp, mask = token_logprobs(logits, lab)
+            me, _ = token_uniform_kl(logits, lab, "model_to_uniform")
+        loss = (logp * mask).sum() - 3 * (me * mask).sum()
+        loss.backward()
+        return loss.detach().double(), hidden.grad.double(), weight.grad.double(), loss.dtype
+
+    truth = run(None, F64, False)
+    autocast = mode.endswith("autocast")
+    materialised = run(None, dtype, autocast)
+    for chunk in (1, 4):
+        value, d_hidden, d_weight, loss_dtype = run(chunk, dtype, autocast)
+        assert loss_dtype == torch.float32
+        for what, got, full, exact in (("value", value, materialised[0], truth[0]),
+                                       ("d hidden", d_hidden, materialised[1], truth[1]),
+                                       ("d weight", d_weight, materialised[2], truth[2])):
+            assert_same(got, exact, rel=2e-2, what=f"{mode} {what} (chunk {chunk}) against float64")
+            assert_same(got, full, rel=3e-2, what=f"{mode} {what} (chunk {chunk}) against materialised")

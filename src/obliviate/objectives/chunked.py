@@ -206,10 +206,14 @@ class _Plan:
     mm_dtype: torch.dtype
 
     def logits(self, hidden: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        """The chunk's logits; ``weight`` and ``bias`` already in ``mm_dtype`` (cast once per reduction)."""
         with torch.autocast(hidden.device.type, enabled=False):
-            raw = F.linear(hidden.to(self.mm_dtype), weight.to(self.mm_dtype),
-                           None if bias is None else bias.to(self.mm_dtype))
+            raw = F.linear(hidden.to(self.mm_dtype), weight, bias)
         return self.head._transform(raw)
+
+    def cast(self, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """The head's parameters in ``mm_dtype`` (no copy when they already are)."""
+        return weight.to(self.mm_dtype), None if bias is None else bias.to(self.mm_dtype)
 
     def grads(self, z: Tensor, start: int, stop: int, g: Tensor) -> Tensor:
         """∂/∂(hidden @ W.T + b) of the chunk's values weighted by ``g``: the row gradient (overwriting ``z``),
@@ -235,9 +239,10 @@ class _ChunkedHeadReduction(torch.autograd.Function):
     def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, plan: _Plan) -> Tensor:
         values = torch.empty(hidden.shape[0], dtype=torch.float64 if plan.mm_dtype == torch.float64 else torch.float32,
                              device=hidden.device)
+        w_mm, b_mm = plan.cast(weight, bias)
         for start in range(0, hidden.shape[0], plan.chunk):
             stop = min(start + plan.chunk, hidden.shape[0])
-            z = plan.logits(hidden[start:stop], weight, bias)
+            z = plan.logits(hidden[start:stop], w_mm, b_mm)
             ref = plan.ref(start, stop) if plan.ref is not None else None
             values[start:stop] = _values_(plan.kind, z, plan.targets[start:stop], ref)
             del z, ref
@@ -255,12 +260,15 @@ class _ChunkedHeadReduction(torch.autograd.Function):
         d_hidden = torch.empty_like(hidden) if need_hidden else None
         d_weight = torch.zeros(weight.shape, dtype=acc_dtype, device=weight.device) if need_weight else None
         d_bias = torch.zeros(bias.shape, dtype=acc_dtype, device=bias.device) if need_bias else None
-        w_mm = weight.to(plan.mm_dtype)
+        w_mm, b_mm = plan.cast(weight, bias)
+        # A 16-bit product cannot be added into the float32 accumulator in place: it is formed a block of
+        # vocabulary rows at a time, so its temporaries stay about the size of a chunk of logits, not V × H.
+        block = max(1, -(-plan.chunk * weight.shape[0] // weight.shape[1]))
         with torch.autocast(hidden.device.type, enabled=False):
             for start in range(0, hidden.shape[0], plan.chunk):
                 stop = min(start + plan.chunk, hidden.shape[0])
                 h = hidden[start:stop].to(plan.mm_dtype)
-                dz = plan.grads(plan.logits(h, weight, bias), start, stop, grad_values[start:stop])
+                dz = plan.grads(plan.logits(h, w_mm, b_mm), start, stop, grad_values[start:stop])
                 dz_mm = dz.to(plan.mm_dtype)
                 if need_hidden:
                     d_hidden[start:stop] = (dz_mm @ w_mm).to(hidden.dtype)
@@ -268,7 +276,8 @@ class _ChunkedHeadReduction(torch.autograd.Function):
                     if dz_mm.dtype == acc_dtype:
                         d_weight.addmm_(dz_mm.t(), h)
                     else:
-                        d_weight.add_((dz_mm.t() @ h).to(acc_dtype))
+                        for v in range(0, weight.shape[0], block):
+                            d_weight[v:v + block].add_((dz_mm[:, v:v + block].t() @ h).to(acc_dtype))
                 if need_bias:
                     d_bias.add_(dz.sum(dim=0).to(acc_dtype))
         return (d_hidden,
