@@ -394,7 +394,7 @@ def _check(a: argparse.Namespace) -> int:
                 record["evaluation"].append({"model": name, "error": f"out of memory: {str(exc).splitlines()[0]}"})
                 _free(True)
             save()
-        # The target: the 8B ME+GD step with LoRA, 4 sequences × 512 tokens per part, on an 80 GB card.
+        # The fit target: the 8B ME+GD step with LoRA, 4 sequences × 512 tokens per part, on an 80 GB card.
         if "8b" in a.models.split(","):
             seq = 192 if a.tiny else 512
             long_forget = lengthened(forget[:64], tokenizer, seq)

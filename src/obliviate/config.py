@@ -97,10 +97,13 @@ class TrainConfig:
     logging_steps: int = 1
     save_strategy: str = "no"           # no | epoch | steps (checkpoints for resuming)
     save_steps: int = 500
-    gradient_checkpointing: bool = False
-    optim: str = "adamw_torch"          # any of transformers' OptimizerNames, e.g. adamw_bnb_8bit (bitsandbytes)
+    gradient_checkpointing: bool = False  # recompute each layer's activations in backward: less memory, more time
+    optim: str = "adamw_torch_fused"    # any of transformers' OptimizerNames, e.g. adamw_bnb_8bit (bitsandbytes); the
+    #                                     fused AdamW falls back to adamw_torch where the device has no fused kernel
     bf16: bool = False                  # bfloat16 mixed precision (autocast) through the engine
     fp16: bool = False                  # float16 mixed precision with loss scaling (float32 weights, CUDA only)
+    loss_chunk_size: int = 512          # tokens whose logits the loss computes at once; 0 = the model's full logits
+    packing: bool = True                # lay a step's sequences end to end (no padding); false = pad to the longest
     deepspeed: str | None = None        # path to a DeepSpeed JSON config
     fsdp: str = ""                      # transformers' fsdp option string, e.g. "full_shard auto_wrap"
     report_to: list[str] = field(default_factory=lambda: ["none"])
@@ -217,6 +220,8 @@ def _common_errors(cfg: RunConfig) -> list[str]:
     for key in ("batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps"):
         if getattr(t, key) < 1:
             errors.append(f"train.{key}: must be >= 1, got {getattr(t, key)}")
+    if t.loss_chunk_size < 0:
+        errors.append(f"train.loss_chunk_size: must be >= 0 (0 = materialised logits), got {t.loss_chunk_size}")
     if t.weight_decay < 0:
         errors.append(f"train.weight_decay: must be >= 0, got {t.weight_decay}")
     if t.warmup_epochs < 0:

@@ -4,40 +4,50 @@ Used to cache the reference model's log-probabilities of the forget items once b
 and by evaluation. Sequences are sorted by length before batching so that a batch holds sequences of similar
 length (little padding); results come back in input order. Padding never changes a result: positions past a
 sequence's end are masked out of attention and carry label -100.
+
+Log-probabilities are computed from the model's final hidden states at the scored positions, the output layer
+applied a chunk of tokens at a time (:mod:`obliviate.objectives.chunked`): no logits of unscored positions, no
+``(B, T, V)`` tensor. A model whose output layer cannot be taken apart (:func:`obliviate.forward.inspect_model`)
+is scored from its materialised logits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import torch
 from transformers import DynamicCache
 
 from obliviate.data.collate import collate_examples, pad_sequences
+from obliviate.forward import capture_hidden, forward_parts, inspect_model
 from obliviate.kvcache import cache_kwargs
 from obliviate.models import inference
-from obliviate.objectives import token_logprobs
+from obliviate.objectives import DEFAULT_CHUNK_SIZE, reduce_rows, token_logprobs
 
 
 def sequence_logprobs(model, examples: Sequence[dict], *, pad_token_id: int, batch_size: int = 16,
-                      device: torch.device | str | None = None) -> tuple[list[float], list[int]]:
+                      device: torch.device | str | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE
+                      ) -> tuple[list[float], list[int]]:
     """Summed log-probability of the labelled tokens of each example, and the number of labelled tokens.
 
-    ``examples`` are dicts with ``input_ids`` and ``labels`` (lists of ints, -100 = not scored).
-    Computed in float32 from the model's logits whatever the model's dtype.
+    ``examples`` are dicts with ``input_ids`` and ``labels`` (lists of ints, -100 = not scored). Computed in
+    float32 whatever the model's dtype. Batches are padded, not packed: a packed row's attention runs over its
+    neighbours' positions (masked), which changes float32 rounding, and a score must not depend on its batch.
     """
     if device is None:
         device = next(model.parameters()).device
+    split = inspect_model(model).split
     order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
     sums: list[float] = [0.0] * len(examples)
     counts: list[int] = [0] * len(examples)
     with inference(model):
         for start in range(0, len(order), batch_size):
             idx = order[start: start + batch_size]
-            batch = collate_examples([examples[i] for i in idx], pad_token_id)
-            logits = model(input_ids=batch["input_ids"].to(device),
-                           attention_mask=batch["attention_mask"].to(device)).logits.float()
-            logp, mask = token_logprobs(logits, batch["labels"].to(device))
+            batch = {k: v.to(device) for k, v in collate_examples([examples[i] for i in idx], pad_token_id).items()}
+            logits = forward_parts(model, {"batch": batch}, ("batch",), split=split, pad_token_id=pad_token_id,
+                                   pack=False, chunk_size=chunk_size)["batch"]
+            logp, mask = token_logprobs(logits, batch["labels"])
             for row, i in enumerate(idx):
                 sums[i] = float(logp[row].sum())
                 counts[i] = int(mask[row].sum())
@@ -77,6 +87,7 @@ def shared_prompt_logprobs(model, groups: Sequence[tuple[list[int], Sequence[lis
 
 
 def _score_chunk(model, chunk, n: int, pad_token_id: int, device, out: list[list[tuple[float, int]]]) -> None:
+    split = inspect_model(model).split
     prompts = [p for p, _ in chunk]
     prompt_ids = pad_sequences(prompts, pad_token_id, side="left").to(device)
     prompt_mask = pad_sequences([[1] * len(p) for p in prompts], 0, side="left").to(device)
@@ -84,20 +95,32 @@ def _score_chunk(model, chunk, n: int, pad_token_id: int, device, out: list[list
     prompt_pos = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
     # Only the last prompt position's logits are read: skip the vocabulary projection everywhere else.
     cache = DynamicCache()
-    first = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=prompt_pos, logits_to_keep=1,
-                  **cache_kwargs(model, cache))
+    with capture_hidden(split.decoder) if split is not None else nullcontext({}) as first_hidden:
+        first = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=prompt_pos, logits_to_keep=1,
+                      **cache_kwargs(model, cache))
     cache.batch_repeat_interleave(n)
-    last = first.logits[:, -1:].float().repeat_interleave(n, dim=0)       # predicts each answer's first token
     answers = [a for _, group in chunk for a in group]
     answer_ids = pad_sequences(answers, pad_token_id).to(device)
     answer_mask = pad_sequences([[1] * len(a) for a in answers], 0).to(device)
     lengths = torch.tensor([len(p) for p in prompts], device=device).repeat_interleave(n)
     positions = lengths[:, None] + torch.arange(answer_ids.shape[1], device=device)[None]
-    second = model(input_ids=answer_ids, attention_mask=torch.cat([prompt_mask.repeat_interleave(n, 0), answer_mask], 1),
-                   position_ids=positions, **cache_kwargs(model, cache))
-    logits = torch.cat([last, second.logits[:, :-1].float()], dim=1)      # position t predicts answer token t
-    logp = logits.gather(-1, answer_ids[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    logp = logp * answer_mask
+    with capture_hidden(split.decoder) if split is not None else nullcontext({}) as second_hidden:
+        second = model(input_ids=answer_ids,
+                       attention_mask=torch.cat([prompt_mask.repeat_interleave(n, 0), answer_mask], 1),
+                       position_ids=positions, logits_to_keep=1 if split is not None else 0,
+                       **cache_kwargs(model, cache))
+    scored = answer_mask.bool()
+    if split is not None:
+        # Answer token t is predicted by the hidden state before it: the prompt's last one for t = 0.
+        last = first_hidden["hidden"][:, -1:].repeat_interleave(n, dim=0)
+        hidden = torch.cat([last, second_hidden["hidden"][:, :-1]], dim=1)
+        logp_rows = reduce_rows("logp", hidden[scored], answer_ids[scored], split.head())
+        logp = torch.zeros(answer_ids.shape, dtype=logp_rows.dtype, device=device).masked_scatter(scored, logp_rows)
+    else:
+        last = first.logits[:, -1:].float().repeat_interleave(n, dim=0)       # predicts each answer's first token
+        logits = torch.cat([last, second.logits[:, :-1].float()], dim=1)      # position t predicts answer token t
+        logp = logits.gather(-1, answer_ids[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        logp = logp * answer_mask
     for row, a in enumerate(answers):
         out[row // n].append((float(logp[row].sum()), len(a)))
 
@@ -197,10 +220,9 @@ def _score_trees(model, trees: list[_Tree], pad_token_id: int, device) -> list[l
         sees[row, idle, idle] = True             # padding sees itself only: no empty softmax rows
     dtype = next(model.parameters()).dtype
     mask = torch.zeros(sees.shape, dtype=dtype).masked_fill_(~sees, torch.finfo(dtype).min)[:, None]
+    split = inspect_model(model).split
     # Logits are needed from the last prompt position on; skip the vocabulary projection before it.
     first = min(t.prompt_length for t in trees) - 1
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                   logits_to_keep=width - first).logits
     rows, at, targets, owner = [], [], [], []
     for row, t in enumerate(trees):
         for k, path in enumerate(t.answers):
@@ -210,8 +232,17 @@ def _score_trees(model, trees: list[_Tree], pad_token_id: int, device) -> list[l
             targets += [t.tokens[q] for q in path]
             owner += [(row, k)] * len(path)
     rows_t, at_t = torch.tensor(rows, device=device), torch.tensor(at, device=device)
-    picked = logits[rows_t, at_t].float()                         # (scored tokens, vocab)
-    logp = picked.gather(-1, torch.tensor(targets, device=device)[:, None]).squeeze(-1) - picked.logsumexp(-1)
+    targets_t = torch.tensor(targets, device=device)
+    kwargs = {"input_ids": ids.to(device), "attention_mask": mask.to(device), "position_ids": positions.to(device)}
+    if split is not None:
+        # The output layer only on the scored positions, a chunk at a time.
+        with capture_hidden(split.decoder) as box:
+            model(**kwargs, logits_to_keep=1)
+        logp = reduce_rows("logp", box["hidden"][rows_t, at_t + first], targets_t, split.head())
+    else:
+        logits = model(**kwargs, logits_to_keep=width - first).logits
+        picked = logits[rows_t, at_t].float()                     # (scored tokens, vocab)
+        logp = picked.gather(-1, targets_t[:, None]).squeeze(-1) - picked.logsumexp(-1)
     out: list[list[tuple[float, int]]] = [[(0.0, len(path)) for path in t.answers] for t in trees]
     sums: dict[tuple[int, int], float] = {}
     for key, value in zip(owner, logp.tolist()):

@@ -51,7 +51,11 @@ gradient of the full logits — four float32 tokens×V buffers for float32 logit
 logits and two log-softmax buffers per KL token. With ``loss_chunk = c > 0`` (the output layer applied c
 labelled tokens at a time and recomputed in backward): the labelled positions' final hidden states and their
 gradient, the gradient of the final norm's output, and two float32 c×V buffers (three with a KL reference,
-whose labelled hidden states are kept too).
+whose labelled hidden states are kept too). When the output layer trains, the chunked path also sums its weight's
+gradient over the chunks in a float32 V×H accumulator ("output-layer gradient accumulator"; none when one
+float32 reduction's accumulator simply becomes the gradient); with 16-bit products it adds a 16-bit V×H copy (the
+accumulator cast back to 16-bit weights, or the float32 weight cast for autocast) and, per block of vocabulary
+rows, the 16-bit product and its float32 copy (6·c·V bytes).
 
 Not counted: the CUDA context and allocator fragmentation (on a GPU add about 0.5–1 GiB; the CPU check in
 bench/memory_check.py measures its process's baseline and adds it), the data, and temporaries smaller than
@@ -519,6 +523,22 @@ def estimate_memory(shape: ModelShape, setup: TrainingSetup) -> MemoryEstimate:
         loss += (kl_tokens * H * act_b + c * V * 4) if kl_tokens else 0
         note = f"logits built {c} tokens at a time"
     loss_b = add("loss buffers", loss, note)
+    head_acc = 0
+    if s.loss_chunk > 0 and not lora and s.zero == 0:
+        # The chunked output layer sums its weight's gradient over chunks in a float32 V × H accumulator, one
+        # per reduction (a term on a part), alive beside the gradient of the earlier ones (a single reduction's
+        # float32 accumulator becomes the gradient itself). 16-bit products add: the accumulator's cast back to
+        # 16-bit weights, per block of vocabulary rows the 16-bit product and its float32 copy (≈ c × V each),
+        # and under autocast of float32 weights a 16-bit copy of the weight for the products.
+        VH = shape.head_trainable
+        sixteen_mm = w == 2 or s.mixed_precision is not None
+        head = 0 if (w == 4 and not s.mixed_precision and s.parts == 1) else 4 * VH
+        if sixteen_mm:
+            c = min(s.loss_chunk, tokens)
+            head += 2 * VH + 6 * c * V
+        head_acc = add("output-layer gradient accumulator", head,
+                       "the chunked loss's float32 sum of the output layer's gradient over chunks"
+                       + (" and its 16-bit casts" if sixteen_mm else ""))
 
     # Gradients alive during forward/backward: earlier micro-batches' under accumulation, else the output
     # head's, which backward produces first while every activation is still held.
@@ -528,7 +548,7 @@ def estimate_memory(shape: ModelShape, setup: TrainingSetup) -> MemoryEstimate:
         grads_fb = 0
     else:
         grads_fb = shape.head_trainable * (grads_all / max(psi_t, 1))
-    forward_backward = static + ref + act + loss_b + int(grads_fb)
+    forward_backward = static + ref + act + loss_b + head_acc + int(grads_fb)
     optimizer_step = static - gathered + ref + grads + scratch
     if scratch:
         add("optimizer scratch", scratch, "temporaries of the optimizer step")

@@ -17,6 +17,7 @@ from obliviate.benchmarks.synthetic import generate_benchmark
 from obliviate.benchmarks.tofu import continual_splits
 from obliviate.cli import main
 from obliviate.errors import ConfigError, DataError, ObliviateError
+from obliviate.models import is_peft_model
 from obliviate.reporting import html_report, load_results
 from obliviate.reporting.continual import continual_markdown
 from obliviate.scenarios.continual import (
@@ -253,12 +254,20 @@ def _train_sections(tiny_model_dir: Path, method: str, **train) -> dict:
 
 @pytest.fixture
 def reference_spy(monkeypatch):
-    """Records, for every trainer built, its output folder and the reference model's PROBE weight (or None)."""
+    """Records, for every trainer built, its output folder and the reference model's PROBE weight (or None).
+
+    NPO and DPO given no other reference model make no frozen copy: they cache their reference log-probs from the
+    starting model itself, before it trains — then the reference is the model handed to the trainer, as it is."""
     seen: list[tuple[str, object]] = []
 
     class Spy(run_mod.UnlearningTrainer):
         def __init__(self, *args, reference_model=None, **kwargs):
-            probe = None if reference_model is None else reference_model.state_dict()[PROBE].detach().clone()
+            reference = reference_model
+            objective, model = kwargs["objective"], kwargs["model"]
+            if reference is None and objective.ref_logp_parts and not objective.ref_logit_parts \
+                    and not is_peft_model(model):
+                reference = model
+            probe = None if reference is None else reference.state_dict()[PROBE].detach().clone()
             seen.append((str(kwargs["args"].output_dir), probe))
             super().__init__(*args, reference_model=reference_model, **kwargs)
 

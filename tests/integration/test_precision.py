@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from obliviate.cli import main
 from obliviate.config import config_from_dict
 from obliviate.errors import ConfigError
+from obliviate.objectives import chunked
 from obliviate.training.run import unlearn
 
 pytestmark = pytest.mark.integration
@@ -47,7 +48,8 @@ def _cfg(tmp_path, model_dir, data, method="ME+GD", **sections):
 
 
 def _spy_on_log_softmax(monkeypatch) -> list[torch.dtype]:
-    """Record the dtype of every log-softmax / log-sum-exp / cross-entropy input (the loss math)."""
+    """Record the dtype of every log-softmax / log-sum-exp / cross-entropy input (the loss math), and of the
+    logits chunks the chunked output layer reduces (its row values and their gradients, computed in place)."""
     seen: list[torch.dtype] = []
     for owner, name in ((torch, "logsumexp"), (torch, "log_softmax"), (F, "log_softmax"), (F, "cross_entropy")):
         original = getattr(owner, name)
@@ -57,6 +59,14 @@ def _spy_on_log_softmax(monkeypatch) -> list[torch.dtype]:
             return _original(x, *a, **kw)
 
         monkeypatch.setattr(owner, name, spy)
+    for name in ("_values_", "_grads_", "_row_values"):
+        original = getattr(chunked, name)
+
+        def chunk_spy(kind, z, *a, _original=original, **kw):
+            seen.append(z.dtype)
+            return _original(kind, z, *a, **kw)
+
+        monkeypatch.setattr(chunked, name, chunk_spy)
     return seen
 
 

@@ -92,3 +92,15 @@ def test_evaluation_intervals_holdout_and_gradnorm_settings():
     assert config_from_dict("unlearn", {"data": {"forget": "f.json"}}).eval.bootstrap == 1000
     with pytest.raises(ConfigError, match=r"eval.bootstrap: must be >= 0 \(0 = no confidence intervals\), got -5"):
         config_from_dict("unlearn", {"data": {"forget": "f.json"}}, ["eval.bootstrap=-5"])
+
+
+def test_training_step_defaults_and_the_plain_path():
+    """The default step: chunked loss (512 tokens of logits at a time), packed parts, fused AdamW. The plain path
+    is two overrides away; a negative chunk size is refused."""
+    t = config_from_dict("unlearn", {"data": {"forget": "f.json"}}).train
+    assert (t.loss_chunk_size, t.packing, t.optim, t.gradient_checkpointing) == (512, True, "adamw_torch_fused", False)
+    plain = config_from_dict("unlearn", {"data": {"forget": "f.json"}},
+                             ["train.loss_chunk_size=0", "train.packing=false"]).train
+    assert (plain.loss_chunk_size, plain.packing) == (0, False)
+    with pytest.raises(ConfigError, match=r"train.loss_chunk_size: must be >= 0 \(0 = materialised logits\), got -1"):
+        config_from_dict("unlearn", {"data": {"forget": "f.json"}}, ["train.loss_chunk_size=-1"])

@@ -207,3 +207,24 @@ def test_chunked_loss_buffers_by_hand(llama3):
     full = estimate_memory(llama3, TrainingSetup(**base))
     assert chunked.get("loss buffers") == 592_445_440
     assert full.get("loss buffers") == 7_354_712_064
+
+
+def test_chunked_output_layer_gradient_accumulator_by_hand(llama3):
+    """The chunked loss sums the output layer's gradient over chunks in a float32 V × H accumulator:
+    V · H = 128,256 · 4096 = 525,336,576. bf16 weights: 4 B + its 2 B cast back + the per-block 16-bit product and
+    its float32 copy 6 · 512 · 128,256 = 394,002,432 → 3,546,021,888. float32 weights, two parts: 4 B →
+    2,101,346,304. float32 weights, one part (one reduction, whose accumulator becomes the gradient): 0. LoRA
+    (frozen output layer) and materialised logits: no accumulator."""
+    base = dict(batch_size=4, seq_len=512, parts=2, labelled_fraction=0.5, loss_chunk=512)
+    bf16 = estimate_memory(llama3, TrainingSetup(**base, weight_dtype="bfloat16"))
+    assert bf16.get("output-layer gradient accumulator") == 3_546_021_888
+    fp32 = estimate_memory(llama3, TrainingSetup(**base, weight_dtype="float32"))
+    assert fp32.get("output-layer gradient accumulator") == 2_101_346_304
+    single = estimate_memory(llama3, TrainingSetup(**{**base, "parts": 1}, weight_dtype="float32"))
+    assert single.get("output-layer gradient accumulator") == 0
+    lora = estimate_memory(llama3, TrainingSetup(**base, weight_dtype="bfloat16", lora_rank=8))
+    materialised = estimate_memory(llama3, TrainingSetup(**{**base, "loss_chunk": 0}, weight_dtype="bfloat16"))
+    assert lora.get("output-layer gradient accumulator") == 0 == materialised.get("output-layer gradient accumulator")
+    # It is held in the forward/backward phase, with the loss buffers.
+    assert bf16.forward_backward - materialised.forward_backward == \
+        3_546_021_888 + bf16.get("loss buffers") - materialised.get("loss buffers")

@@ -1,5 +1,8 @@
 """Unlearning objectives: pure tensor math over logits, labels and log-probs; no model calls.
 
+Logits come materialised or as :class:`HeadLogits` (final hidden states of the labelled positions and the
+output layer, applied a chunk of tokens at a time); the terms read them the same way.
+
 The trainer runs the forward passes a method needs (:func:`required_inputs`), packs them into
 :class:`UnlearningInputs`, and calls :func:`compute_objective` — the one place where a forget term and a
 regularizer are combined. Terms live in :mod:`obliviate.objectives.terms`; users add their own with
@@ -13,6 +16,7 @@ from obliviate.objectives.types import (
     SequenceOutputs,
     UnlearningInputs,
 )
+from obliviate.objectives.chunked import DEFAULT_CHUNK_SIZE, HeadLogits, OutputHead, reduce_rows
 from obliviate.objectives.logprobs import (
     mean_token_nll,
     sequence_logprob,
@@ -43,6 +47,9 @@ from obliviate.objectives.methods import (
 from obliviate.objectives.compose import ObjectiveResult, compute_objective
 
 __all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "HeadLogits",
+    "OutputHead",
     "FORGET_TERMS",
     "IGNORE_INDEX",
     "ME_DIRECTIONS",
@@ -61,6 +68,7 @@ __all__ = [
     "list_methods",
     "mean_token_nll",
     "register_forget",
+    "reduce_rows",
     "register_regularizer",
     "required_inputs",
     "resolve_method",

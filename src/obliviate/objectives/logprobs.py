@@ -9,6 +9,11 @@ sum over labelled tokens only: padding never contributes, whatever logits it car
 Only the labelled positions are gathered before any vocabulary-wide reduction, which keeps question and
 padding positions out of the computation altogether and never builds a full ``log_softmax`` of the batch
 (selective log-softmax, as in TRL's ``selective_log_softmax``).
+
+Wherever these functions take ``logits`` they also take a :class:`~obliviate.objectives.chunked.HeadLogits`:
+the final hidden states of the labelled positions and the output layer, applied a chunk of tokens at a time,
+so that the ``(B, T, V)`` logits are never held (the trainer's and the evaluation's default). Both give the same
+values and gradients; the materialised form stays the reference the chunked one is tested against.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from obliviate.objectives.chunked import HeadLogits
 from obliviate.objectives.types import IGNORE_INDEX, ME_DIRECTIONS, SequenceOutputs
 
 
@@ -68,6 +74,9 @@ def token_logprobs(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     Computed as the target logit minus ``logsumexp`` of the logits row (nats). Returns
     ``(logp (B, T-1), mask (B, T-1) bool)``; ``logp`` is 0 where ``mask`` is False.
     """
+    if isinstance(logits, HeadLogits):
+        logits.check_labels(labels)
+        return _scatter(logits.logprobs(), logits.mask), logits.mask
     rows, targets, mask = _labelled_rows(logits, labels)
     target_logits = rows.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return _scatter(target_logits - torch.logsumexp(rows, dim=-1), mask), mask
@@ -134,6 +143,9 @@ def token_uniform_kl(logits: Tensor, labels: Tensor, direction: str) -> tuple[Te
     """
     if direction not in ME_DIRECTIONS:
         raise ValueError(f"unknown ME direction {direction!r}; valid: {', '.join(ME_DIRECTIONS)}")
+    if isinstance(logits, HeadLogits):
+        logits.check_labels(labels)
+        return _scatter(logits.uniform_kl(direction), logits.mask), logits.mask
     rows, _, mask = _labelled_rows(logits, labels)
     log_vocab = math.log(logits.shape[-1])
     lse = torch.logsumexp(rows, dim=-1)
@@ -155,10 +167,22 @@ def token_kl(ref_logits: Tensor, logits: Tensor, labels: Tensor) -> tuple[Tensor
         raise ValueError(
             f"ref_logits shape {tuple(ref_logits.shape)} must equal logits shape {tuple(logits.shape)}"
         )
+    if isinstance(logits, HeadLogits):
+        logits.check_labels(labels)
+        return _scatter(logits.kl_from(ref_logits), logits.mask), logits.mask
+    if isinstance(ref_logits, HeadLogits):
+        ref_logits.check_labels(labels)
+        with torch.no_grad():
+            ref_rows = ref_logits.rows()
+        rows, _, mask = _labelled_rows(logits, labels)
+        return _scatter(_kl_rows(ref_rows, rows), mask), mask
     rows, _, mask = _labelled_rows(logits, labels)
     ref_rows, _, _ = _labelled_rows(ref_logits.detach(), labels)
+    return _scatter(_kl_rows(ref_rows, rows), mask), mask
+
+
+def _kl_rows(ref_rows: Tensor, rows: Tensor) -> Tensor:
     log_p = torch.log_softmax(rows, dim=-1)
     log_ref = torch.log_softmax(ref_rows.to(log_p.dtype), dim=-1)
     # kl_div(input, target, log_target=True) = exp(target) · (target − input), elementwise.
-    kl = F.kl_div(log_p, log_ref, reduction="none", log_target=True).sum(dim=-1)
-    return _scatter(kl, mask), mask
+    return F.kl_div(log_p, log_ref, reduction="none", log_target=True).sum(dim=-1)

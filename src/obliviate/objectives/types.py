@@ -10,10 +10,14 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 from torch import Tensor
 
 from obliviate.errors import ConfigError
+
+if TYPE_CHECKING:
+    from obliviate.objectives.chunked import HeadLogits
 
 #: Label value of positions that no loss may see (question tokens under ``mask=true``, padding).
 IGNORE_INDEX = -100
@@ -27,20 +31,22 @@ ME_DIRECTIONS = ("uniform_to_model", "model_to_uniform")
 class SequenceOutputs:
     """One forward pass on a batch of (question, answer) sequences.
 
-    ``logits`` is ``(B, T, V)``; ``labels`` is ``(B, T)`` in the Hugging Face convention, not shifted:
+    ``logits`` is ``(B, T, V)``, materialised or as a :class:`~obliviate.objectives.chunked.HeadLogits` (the
+    final hidden states of the labelled positions and the output layer, applied a chunk of tokens at a time);
+    ``labels`` is ``(B, T)`` in the Hugging Face convention, not shifted:
     the logits at position ``t`` predict ``labels[:, t + 1]`` and ``-100`` marks ignored positions.
     ``ref_logps`` (``(B,)``) is the summed log-probability of the labelled tokens under the frozen
-    reference model (NPO, DPO); ``ref_logits`` (``(B, T, V)``) are the reference model's logits (only the
-    KL regularizer reads them). ``token_normalizer`` is the denominator of every token mean taken over
+    reference model (NPO, DPO); ``ref_logits`` (``(B, T, V)``, either form) are the reference model's logits
+    (only the KL regularizer reads them). ``token_normalizer`` is the denominator of every token mean taken over
     this batch; ``None`` means the number of labelled tokens in this batch. Under gradient accumulation
     the trainer passes the labelled-token count of the whole accumulated batch, so that the sum of the
     micro-batch losses is the token mean of the accumulated batch.
     """
 
-    logits: Tensor
+    logits: Tensor | HeadLogits
     labels: Tensor
     ref_logps: Tensor | None = None
-    ref_logits: Tensor | None = None
+    ref_logits: Tensor | HeadLogits | None = None
     token_normalizer: float | Tensor | None = None
 
     def __post_init__(self) -> None:

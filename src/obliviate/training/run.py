@@ -27,7 +27,7 @@ import platform
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -161,6 +161,30 @@ def warmup_steps(t, world_size: int, n_examples: int) -> int:
     return int(round(t.warmup_epochs * math.ceil(n_examples / per_step)))
 
 
+def _checkpointing_arguments(enabled: bool) -> dict:
+    """Activation checkpointing as a constructor argument (set afterwards, transformers 5 ignores it), under
+    the name this transformers release takes; non-reentrant, which also works when no input needs a gradient
+    (LoRA on a frozen embedding)."""
+    names = {f.name for f in fields(TrainingArguments)}
+    prefix = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    if not enabled:
+        return {prefix: False}
+    return {prefix: True, f"{prefix}_kwargs": {"use_reentrant": False}}
+
+
+def _optimizer_name(name: str) -> str:
+    """``adamw_torch_fused`` where torch has a fused AdamW kernel for this machine's device, else ``adamw_torch``."""
+    if name != "adamw_torch_fused":
+        return name
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.optim.AdamW([torch.zeros(1, device=device, requires_grad=True)], fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        log.info("no fused AdamW kernel for %s: using adamw_torch", device)
+        return "adamw_torch"
+    return name
+
+
 def _training_arguments(cfg: RunConfig, partial: Path, n_examples: int) -> TrainingArguments:
     t = cfg.train
     args = TrainingArguments(
@@ -178,7 +202,7 @@ def _training_arguments(cfg: RunConfig, partial: Path, n_examples: int) -> Train
         save_strategy=t.save_strategy,
         save_steps=t.save_steps,
         dataloader_pin_memory=torch.cuda.is_available(),
-        optim=t.optim,
+        optim=_optimizer_name(t.optim),
         bf16=t.bf16,
         fp16=t.fp16,
         # Without CUDA the engine must be told it runs on the CPU; under torchrun it then forms a gloo group.
@@ -195,9 +219,8 @@ def _training_arguments(cfg: RunConfig, partial: Path, n_examples: int) -> Train
         disable_tqdm=False,
         # A NaN loss is logged as NaN, not replaced by the running mean (the guard stops or skips that step).
         logging_nan_inf_filter=False,
+        **_checkpointing_arguments(t.gradient_checkpointing),
     )
-    if t.gradient_checkpointing:
-        args.gradient_checkpointing = True
     args.warmup_steps = warmup_steps(t, args.world_size, n_examples)
     # Set up the processes now (the process group under torchrun / accelerate): DeepSpeed's sharded loading
     # reads the world size when the model is loaded, before the trainer exists.
@@ -379,7 +402,9 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
         from obliviate.models import frozen_copy, load_model
         reference = frozen_copy(load_model(reference_spec, dtype=cfg.model.dtype,
                                            trust_remote_code=cfg.model.trust_remote_code)[0])
-    elif objective.needs_reference and not cfg.lora.enabled:
+    elif objective.ref_logit_parts and not cfg.lora.enabled:
+        # KL reads the reference's logits every step: a frozen copy of the starting model. NPO and DPO read only
+        # log-probs, which the trainer caches from the starting model itself before it changes: no copy.
         from transformers.integrations import is_deepspeed_zero3_enabled
 
         from obliviate.models import frozen_copy, load_model
@@ -390,7 +415,11 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
             reference = frozen_copy(model)
     trainer = UnlearningTrainer(model=model, args=args, train_dataset=dataset,
                                 data_collator=PartsCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-                                objective=objective, reference_model=reference)
+                                objective=objective, reference_model=reference,
+                                loss_chunk_size=cfg.train.loss_chunk_size, packing=cfg.train.packing)
+    # The trainer keeps a reference model only while a term reads its logits (KL); a reference given for NPO or
+    # DPO serves the cached log-probs only, and this name must not keep it alive (a whole model's worth of memory).
+    del reference
     guard = NonFiniteGuard(cfg.train.nan_policy, cfg.train.nan_max_skips)
     guard.withhold_updates = not trainer.is_deepspeed_enabled
     guard.check_grad_norm = getattr(trainer.accelerator, "scaler", None) is None

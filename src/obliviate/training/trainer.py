@@ -3,17 +3,21 @@
 The engine gives gradient accumulation, warm-up and schedules, weight decay, seeding, checkpoint/resume,
 accelerate / DeepSpeed / FSDP and loggers. This class only:
 
-1. runs the forward passes an objective needs — all parts of a step in ONE forward pass (parts are padded to
-   a common length and stacked along the batch), plus a no-grad reference pass only where the objective reads
-   reference logits (the KL regularizer);
-2. hands the logits to the pure objective functions of :mod:`obliviate.objectives`;
+1. runs the forward passes an objective needs — all parts of a step in ONE forward pass (parts packed end to
+   end without padding, or padded to a common length and stacked), plus a no-grad reference pass only where
+   the objective reads reference logits (the KL regularizer);
+2. hands the logits to the pure objective functions of :mod:`obliviate.objectives` — by default as
+   :class:`~obliviate.objectives.HeadLogits` (the final hidden states of labelled positions, with the output
+   layer applied a chunk of tokens at a time by the loss: no ``(B, T, V)`` float32 logits are ever held);
+   ``loss_chunk_size=0`` hands over the model's materialised logits instead (the reference path);
 3. logs each loss term separately;
 4. hands each micro-batch's loss and terms, and each step's gradient norm, to the non-finite guard
    (:mod:`obliviate.training.guard`) when one is attached.
 
-Reference log-probabilities of the fixed forget items (NPO, DPO) are computed once before training; a frozen
-reference copy of the model is kept only when a term needs reference *logits* at every step (KL, LLMU). With
-LoRA no copy is made at all: the reference is the same model with its adapters disabled.
+Reference log-probabilities of the fixed forget items (NPO, DPO) are computed once before training, from the
+starting model itself unless another reference model is given; a frozen reference copy is needed only when a term
+reads reference *logits* at every step (KL, LLMU). With LoRA no copy is made at all: the reference is the same
+model with its adapters disabled.
 
 Token means are normalised over the whole accumulated batch (all micro-batches of one optimizer step) and,
 with several processes (DDP, DeepSpeed, FSDP), over every process's share of it: gradient accumulation 2×2 gives
@@ -33,12 +37,12 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
 
+from obliviate.forward import DEFAULT_PACK_LENGTH, Split, forward_parts, inspect_model
 from obliviate.likelihood import sequence_logprobs
-from obliviate.objectives import (ObjectiveParams, SequenceOutputs, UnlearningInputs, compute_objective,
-                                  get_regularizer, required_inputs)
+from obliviate.objectives import (DEFAULT_CHUNK_SIZE, HeadLogits, ObjectiveParams, SequenceOutputs,
+                                  UnlearningInputs, compute_objective, get_regularizer, required_inputs)
 from obliviate.training.data import UnlearningDataset
 from obliviate.training.distributed import prepare_reference
 
@@ -92,10 +96,15 @@ class _EpochCallback(TrainerCallback):
 class UnlearningTrainer(Trainer):
     """Trainer for any forget term × regularizer pair, and for plain fine-tuning (forget=None, regularizer=gd)."""
 
-    def __init__(self, *args, objective: TrainingObjective, reference_model=None, **kwargs):
+    def __init__(self, *args, objective: TrainingObjective, reference_model=None,
+                 loss_chunk_size: int = DEFAULT_CHUNK_SIZE, packing: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
+        if loss_chunk_size < 0:
+            raise ValueError(f"loss_chunk_size must be >= 0 (0 = materialised logits), got {loss_chunk_size}")
         self.objective = objective
         self.reference_model = reference_model
+        self.loss_chunk_size = loss_chunk_size
+        self.packing = packing
         # compute_loss returns a loss already normalised per micro-batch; the engine divides by the number of
         # accumulation steps (see get_batch_samples for token means).
         self.loss_is_scaled_for_ga = False
@@ -104,7 +113,7 @@ class UnlearningTrainer(Trainer):
         self.nonfinite_guard = None  # a NonFiniteGuard (training/guard.py), attached by the run
         if isinstance(self.train_dataset, UnlearningDataset):
             self.add_callback(_EpochCallback(self.train_dataset))
-        if objective.needs_reference and reference_model is None and not self._uses_lora():
+        if objective.ref_logit_parts and reference_model is None and not self._uses_lora():
             raise ValueError(f"objective {objective.forget}+{objective.regularizer} needs a reference model")
         if self.is_deepspeed_enabled:
             # Saving must give a full model folder: under ZeRO-3 that means gathering the 16-bit weights.
@@ -126,6 +135,33 @@ class UnlearningTrainer(Trainer):
             # The cached log-probs are all NPO/DPO need: free the copy before training starts.
             self.reference_model = None
             gc.collect()
+        self._plan = self._forward_plan(self.accelerator.unwrap_model(self.model), reference=False, name="model")
+        self._ref_plan = None
+        if objective.ref_logit_parts:
+            ref, ctx = self._reference_context()
+            with ctx:
+                # With LoRA the reference is the same model with its adapters off: its output layer as it is then.
+                self._ref_plan = self._forward_plan(ref, reference=self.reference_model is None,
+                                                    name="reference model")
+
+    # -- how the forward pass runs --------------------------------------------------------------------------
+    def _forward_plan(self, model, *, reference: bool, name: str) -> tuple[Split | None, bool]:
+        """(split, pack) for ``model``: the output layer apart from the decoder when the loss is chunked and the
+        model allows it, and whether its sequences may be packed. Falls back with one log line each."""
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            # Sharded weights are gathered inside the engine's forward only: the output layer cannot be applied
+            # outside it, and a probe cannot run before the engine is set up.
+            log.info("%s: sharded engine, so materialised logits and padded batches", name)
+            return None, False
+        info = inspect_model(model, reference=reference)
+        split = None
+        if self.loss_chunk_size > 0:
+            if info.split is None:
+                log.info("%s: materialised logits, because %s", name, info.split_problem)
+            split = info.split
+        if self.packing and not info.packs:
+            log.info("%s: padded batches, because %s", name, info.pack_problem)
+        return split, self.packing and info.packs
 
     # -- reference model ------------------------------------------------------------------------------------
     def _uses_lora(self) -> bool:
@@ -140,13 +176,17 @@ class UnlearningTrainer(Trainer):
         return plugin is not None and plugin.zero_stage == 3
 
     def _reference_context(self):
-        """The reference model and a context in which calling it gives reference outputs."""
+        """The reference model and a context in which calling it gives reference outputs.
+
+        Without a reference model: the model with its LoRA adapters disabled, or — for the log-probs cached before
+        training, while it is still the starting model — the model itself.
+        """
         if self.reference_model is not None:
             return self.reference_model, nullcontext()
         model = self.accelerator.unwrap_model(self.model)
         # FSDP gathers its shards only when called through its wrapper.
         caller = self.model_wrapped if self.is_fsdp_enabled else model
-        return caller, model.disable_adapter()
+        return caller, (model.disable_adapter() if self._uses_lora() else nullcontext())
 
     def _cache_reference_logps(self) -> None:
         """Reference log-probs of the fixed forget items: each process scores its share, then all share all.
@@ -200,21 +240,12 @@ class UnlearningTrainer(Trainer):
         return [int(v) for v in self.accelerator.reduce(tensor, reduction="sum").tolist()]
 
     # -- the step -------------------------------------------------------------------------------------------
-    def _forward_parts(self, model, inputs: dict[str, dict], parts: tuple[str, ...]) -> dict[str, torch.Tensor]:
-        """One forward pass over all parts; returns float32 logits per part, trimmed to that part's length."""
-        pad_id = self._pad_token_id()
-        longest = max(inputs[p]["input_ids"].shape[1] for p in parts)
-        ids = torch.cat([F.pad(inputs[p]["input_ids"], (0, longest - inputs[p]["input_ids"].shape[1]), value=pad_id)
-                         for p in parts])
-        att = torch.cat([F.pad(inputs[p]["attention_mask"], (0, longest - inputs[p]["attention_mask"].shape[1]),
-                               value=0) for p in parts])
-        logits = model(input_ids=ids, attention_mask=att).logits
-        out, row = {}, 0
-        for p in parts:
-            b, t = inputs[p]["input_ids"].shape
-            out[p] = logits[row: row + b, :t].float()
-            row += b
-        return out
+    def _forward_parts(self, model, inputs: dict[str, dict], parts: tuple[str, ...], *, reference: bool = False
+                       ) -> dict[str, torch.Tensor | HeadLogits]:
+        """One forward pass over all parts; per part, logits aligned with its labels (chunked or materialised)."""
+        split, pack = self._ref_plan if reference else self._plan
+        return forward_parts(model, inputs, parts, split=split, pad_token_id=self._pad_token_id(), pack=pack,
+                             chunk_size=self.loss_chunk_size or DEFAULT_CHUNK_SIZE, pack_length=DEFAULT_PACK_LENGTH)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         obj = self.objective
@@ -224,7 +255,7 @@ class UnlearningTrainer(Trainer):
         if obj.ref_logit_parts:
             ref, ctx = self._reference_context()
             with torch.no_grad(), ctx:
-                ref_logits = self._forward_parts(ref, inputs, tuple(sorted(obj.ref_logit_parts)))
+                ref_logits = self._forward_parts(ref, inputs, tuple(sorted(obj.ref_logit_parts)), reference=True)
         outputs = {
             p: SequenceOutputs(logits=logits[p], labels=inputs[p]["labels"], ref_logps=inputs[p].get("ref_logps"),
                                ref_logits=ref_logits.get(p), token_normalizer=self._token_normalizers.get(p))

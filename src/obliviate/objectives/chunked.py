@@ -1,0 +1,450 @@
+"""Logits of labelled positions, computed a chunk of tokens at a time.
+
+Every token-level quantity the objectives and the evaluation read is a reduction of ONE logits row: the
+log-probability of the next token, a divergence from the uniform distribution, a divergence from a reference
+model's row. :class:`HeadLogits` stands for a batch's ``(B, T, V)`` logits without holding them: it keeps the
+final hidden states of the positions that predict a labelled token (``N × H``) and the output layer
+(:class:`OutputHead`). A reduction applies the output layer to ``chunk_size`` rows at a time, reduces each row
+to one number and drops the chunk's logits; in backward the chunk is recomputed (a custom autograd function),
+so the loss holds at most ``chunk_size × V`` logits at once instead of ``B × T × V``, and never computes the
+output layer on question or padding positions.
+
+The values equal the materialised path of :mod:`obliviate.objectives.logprobs` (same formulas on the same rows,
+in float32, or float64 for float64 models), and so do the gradients with respect to the hidden states and the
+output layer's weight and bias (``tests/unit/test_chunked.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+from torch.utils.checkpoint import checkpoint
+
+from obliviate.objectives.types import IGNORE_INDEX, ME_DIRECTIONS
+
+#: Rows of logits computed at once. At a vocabulary of 128,256 a float32 chunk of 512 rows is 263 MB.
+DEFAULT_CHUNK_SIZE = 512
+
+#: Row reductions with a hand-written gradient (the fast path).
+KINDS = ("logp", *ME_DIRECTIONS, "ref_kl")
+
+
+@dataclass(frozen=True, eq=False)
+class OutputHead:
+    """A model's output layer: ``logits = softcap(scale · (hidden @ weight.T + bias))``.
+
+    ``weight`` is ``(V, H)`` (a tied input embedding is fine); ``bias`` is ``(V,)`` or None. ``scale``
+    multiplies the logits (Cohere's ``logit_scale``, Granite's ``1 / logits_scaling``); ``softcap`` is Gemma 2's
+    final ``c · tanh(z / c)``. A head that is not a plain linear layer (LoRA on the output layer, a wrapper) is
+    given as ``module`` with its ``vocab_size`` instead of ``weight``: it is called on each chunk under
+    activation checkpointing, with autograd's gradients, so it costs more but is just as exact.
+    """
+
+    weight: Tensor | None = None
+    bias: Tensor | None = None
+    module: Callable[[Tensor], Tensor] | None = None
+    scale: float = 1.0
+    softcap: float | None = None
+    vocab_size: int = field(default=0)
+
+    def __post_init__(self) -> None:
+        if (self.weight is None) == (self.module is None):
+            raise ValueError("an OutputHead takes either a weight matrix or a module, not both or neither")
+        if self.weight is not None:
+            if self.weight.dim() != 2:
+                raise ValueError(f"head weight must be (vocab, hidden), got shape {tuple(self.weight.shape)}")
+            object.__setattr__(self, "vocab_size", int(self.weight.shape[0]))
+        elif self.vocab_size < 1:
+            raise ValueError("a module head needs its vocab_size")
+        if self.softcap is not None and not self.softcap > 0:
+            raise ValueError(f"softcap must be positive, got {self.softcap!r}")
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """The logits of ``hidden`` rows ``(n, H)`` → ``(n, V)``, float32 (float64 for a float64 model).
+
+        Differentiable; this is also the materialised reference the chunked path is tested against.
+        """
+        if self.module is not None:
+            return self._transform(self.module(hidden))
+        return self._transform(F.linear(hidden, self.weight, self.bias))
+
+    def _transform(self, raw: Tensor) -> Tensor:
+        z = raw if raw.dtype == torch.float64 else raw.float()
+        if self.scale != 1.0:
+            z = z * self.scale
+        if self.softcap is not None:
+            z = torch.tanh(z / self.softcap) * self.softcap
+        return z
+
+
+# ---------------------------------------------------------------- row reductions
+
+
+def _row_values(kind: str, z: Tensor, targets: Tensor, ref_z: Tensor | None) -> Tensor:
+    """One number per logits row, by the formulas of :mod:`obliviate.objectives.logprobs` (differentiable).
+
+    The reference form, used where autograd gives the gradient (module heads, :meth:`HeadLogits.map_rows`).
+    """
+    if kind == "logp":
+        return z.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(z, dim=-1)
+    if kind == "uniform_to_model":
+        return torch.logsumexp(z, dim=-1) - z.mean(dim=-1) - math.log(z.shape[-1])
+    if kind == "model_to_uniform":
+        log_p = z - torch.logsumexp(z, dim=-1, keepdim=True)
+        return (log_p.exp() * log_p).sum(dim=-1) + math.log(z.shape[-1])
+    if kind == "ref_kl":
+        log_p = torch.log_softmax(z, dim=-1)
+        log_ref = torch.log_softmax(ref_z.to(log_p.dtype), dim=-1)
+        return F.kl_div(log_p, log_ref, reduction="none", log_target=True).sum(dim=-1)
+    raise ValueError(f"unknown row reduction {kind!r}; valid: {', '.join(KINDS)}")
+
+
+# The in-place forms below compute the same quantities on buffers the chunked path owns (the chunk's logits, the
+# reference's), overwriting them: a reduction then holds one or two (n, V) buffers instead of four to six.
+
+
+def _shift_(z: Tensor) -> Tensor:
+    """``z − max`` in place (rows whose max is not finite are left unshifted)."""
+    m = z.amax(dim=-1, keepdim=True)
+    return z.sub_(torch.where(torch.isfinite(m), m, torch.zeros_like(m)))
+
+
+def _lse_(z: Tensor) -> Tensor:
+    """``logsumexp`` of each row, overwriting ``z``."""
+    m = z.amax(dim=-1)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    return z.sub_(m.unsqueeze(-1)).exp_().sum(dim=-1).log_().add_(m)
+
+
+def _softmax_(z: Tensor) -> Tensor:
+    """``softmax(z)`` in place."""
+    e = _shift_(z).exp_()
+    return e.div_(e.sum(dim=-1, keepdim=True))
+
+
+def _log_softmax_(z: Tensor, scratch: Tensor | None = None) -> Tensor:
+    """``log_softmax(z)`` in place; ``scratch`` (same shape, may be overwritten) saves a temporary."""
+    shifted = _shift_(z)
+    e = torch.exp(shifted, out=scratch) if scratch is not None else shifted.exp()
+    return shifted.sub_(e.sum(dim=-1, keepdim=True).log_())
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """Row-wise dot products ``Σ_v a_v b_v`` without an (n, V) temporary."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(-1)).reshape(-1)
+
+
+def _values_(kind: str, z: Tensor, targets: Tensor, ref_z: Tensor | None) -> Tensor:
+    """:func:`_row_values`, in place (no gradient)."""
+    vocab = z.shape[-1]
+    if kind == "logp":
+        target = z.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        return target.sub_(_lse_(z))
+    if kind == "uniform_to_model":
+        mean = z.mean(dim=-1)
+        return _lse_(z).sub_(mean).sub_(math.log(vocab))
+    if kind == "model_to_uniform":
+        p = torch.empty_like(z)
+        log_p = _log_softmax_(z, scratch=p)
+        torch.exp(log_p, out=p)
+        return _dot(p, log_p).add_(math.log(vocab))
+    if kind == "ref_kl":
+        r = torch.empty_like(z)
+        log_p = _log_softmax_(z, scratch=r)
+        log_r = _log_softmax_(ref_z.to(z.dtype), scratch=r)
+        torch.exp(log_r, out=r)
+        return _dot(r, log_r.sub_(log_p))
+    raise ValueError(f"unknown row reduction {kind!r}; valid: {', '.join(KINDS)}")
+
+
+def _grads_(kind: str, z: Tensor, targets: Tensor, ref_z: Tensor | None, g: Tensor) -> Tensor:
+    """``g_i · ∂value_i/∂z_i`` for every row, in place of ``z`` (hand-derived; ``p = softmax(z)``):
+
+    logp ``onehot(y) − p``; KL(U‖p) ``p − 1/V``; KL(p‖U) ``p ⊙ (log p − Σ p log p)``; KL(ref‖p) ``p − softmax(z_ref)``.
+    """
+    g = g.to(z.dtype).unsqueeze(-1)
+    if kind == "logp":
+        dz = _softmax_(z).mul_(-g)
+        return dz.scatter_add_(-1, targets.unsqueeze(-1), g)
+    if kind == "uniform_to_model":
+        return _softmax_(z).sub_(1.0 / z.shape[-1]).mul_(g)
+    if kind == "model_to_uniform":
+        p = torch.empty_like(z)
+        log_p = _log_softmax_(z, scratch=p)
+        torch.exp(log_p, out=p)
+        return log_p.sub_(_dot(p, log_p).unsqueeze(-1)).mul_(p).mul_(g)
+    if kind == "ref_kl":
+        return _softmax_(z).sub_(_softmax_(ref_z.to(z.dtype))).mul_(g)
+    raise ValueError(f"unknown row reduction {kind!r}; valid: {', '.join(KINDS)}")
+
+
+# ---------------------------------------------------------------- the chunked output layer
+
+
+def _matmul_dtype(device: torch.device, weight: Tensor) -> torch.dtype:
+    """The dtype the output layer's matrix products run in: the autocast dtype where autocast is on."""
+    if torch.is_autocast_enabled(device.type) and weight.dtype in (torch.float32, torch.float16, torch.bfloat16):
+        return torch.get_autocast_dtype(device.type)
+    return weight.dtype
+
+
+@dataclass(eq=False)
+class _Plan:
+    """What one chunked reduction computes: fixed at forward and reused in backward."""
+
+    kind: str
+    head: OutputHead
+    targets: Tensor
+    ref: Callable[[int, int], Tensor] | None
+    chunk: int
+    mm_dtype: torch.dtype
+
+    def logits(self, hidden: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        """The chunk's logits; ``weight`` and ``bias`` already in ``mm_dtype`` (cast once per reduction)."""
+        with torch.autocast(hidden.device.type, enabled=False):
+            raw = F.linear(hidden.to(self.mm_dtype), weight, bias)
+        return self.head._transform(raw)
+
+    def cast(self, weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """The head's parameters in ``mm_dtype`` (no copy when they already are)."""
+        return weight.to(self.mm_dtype), None if bias is None else bias.to(self.mm_dtype)
+
+    def grads(self, z: Tensor, start: int, stop: int, g: Tensor) -> Tensor:
+        """∂/∂(hidden @ W.T + b) of the chunk's values weighted by ``g``: the row gradient (overwriting ``z``),
+        through the soft cap (``1 − (z/c)²``) and the scale."""
+        cap = None if self.head.softcap is None else (z / self.head.softcap).square_().neg_().add_(1.0)
+        ref = self.ref(start, stop) if self.ref is not None else None
+        dz = _grads_(self.kind, z, self.targets[start:stop], ref, g)
+        if cap is not None:
+            dz.mul_(cap)
+        if self.head.scale != 1.0:
+            dz.mul_(self.head.scale)
+        return dz
+
+
+class _ChunkedHeadReduction(torch.autograd.Function):
+    """Row values of ``plan.kind`` from hidden rows and the head's weight, ``chunk`` rows at a time.
+
+    Forward keeps nothing of size V; backward recomputes each chunk's logits and accumulates the gradients of
+    the hidden rows, the weight and the bias.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: Tensor, weight: Tensor, bias: Tensor | None, plan: _Plan) -> Tensor:
+        values = torch.empty(hidden.shape[0], dtype=torch.float64 if plan.mm_dtype == torch.float64 else torch.float32,
+                             device=hidden.device)
+        w_mm, b_mm = plan.cast(weight, bias)
+        for start in range(0, hidden.shape[0], plan.chunk):
+            stop = min(start + plan.chunk, hidden.shape[0])
+            z = plan.logits(hidden[start:stop], w_mm, b_mm)
+            ref = plan.ref(start, stop) if plan.ref is not None else None
+            values[start:stop] = _values_(plan.kind, z, plan.targets[start:stop], ref)
+            del z, ref
+        ctx.plan = plan
+        ctx.save_for_backward(hidden, weight, bias)
+        return values
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_values: Tensor):
+        plan: _Plan = ctx.plan
+        hidden, weight, bias = ctx.saved_tensors
+        need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
+        acc_dtype = torch.float64 if plan.mm_dtype == torch.float64 else torch.float32
+        d_hidden = torch.empty_like(hidden) if need_hidden else None
+        d_weight = torch.zeros(weight.shape, dtype=acc_dtype, device=weight.device) if need_weight else None
+        d_bias = torch.zeros(bias.shape, dtype=acc_dtype, device=bias.device) if need_bias else None
+        w_mm, b_mm = plan.cast(weight, bias)
+        # A 16-bit product cannot be added into the float32 accumulator in place: it is formed a block of
+        # vocabulary rows at a time, so its temporaries stay about the size of a chunk of logits, not V × H.
+        block = max(1, -(-plan.chunk * weight.shape[0] // weight.shape[1]))
+        with torch.autocast(hidden.device.type, enabled=False):
+            for start in range(0, hidden.shape[0], plan.chunk):
+                stop = min(start + plan.chunk, hidden.shape[0])
+                h = hidden[start:stop].to(plan.mm_dtype)
+                dz = plan.grads(plan.logits(h, w_mm, b_mm), start, stop, grad_values[start:stop])
+                dz_mm = dz.to(plan.mm_dtype)
+                if need_hidden:
+                    d_hidden[start:stop] = (dz_mm @ w_mm).to(hidden.dtype)
+                if need_weight:
+                    if dz_mm.dtype == acc_dtype:
+                        d_weight.addmm_(dz_mm.t(), h)
+                    else:
+                        for v in range(0, weight.shape[0], block):
+                            d_weight[v:v + block].add_((dz_mm[:, v:v + block].t() @ h).to(acc_dtype))
+                if need_bias:
+                    d_bias.add_(dz.sum(dim=0).to(acc_dtype))
+        return (d_hidden,
+                None if d_weight is None else d_weight.to(weight.dtype),
+                None if d_bias is None else d_bias.to(bias.dtype),
+                None)
+
+
+def _module_reduction(kind: str, head: OutputHead, hidden: Tensor, targets: Tensor,
+                      ref: Callable[[int, int], Tensor] | None, chunk: int,
+                      fn: Callable[[Tensor, Tensor, Tensor | None], Tensor] | None = None) -> Tensor:
+    """The same reduction through ``head.logits`` and autograd, each chunk under activation checkpointing.
+
+    For heads given as a module, and for any row function ``fn(z, targets, ref_z) → (n,)``.
+    """
+    reduce = fn if fn is not None else (lambda z, t, r: _row_values(kind, z, t, r))
+    out = []
+    for start in range(0, hidden.shape[0], chunk):
+        stop = min(start + chunk, hidden.shape[0])
+        t = targets[start:stop]
+        r = ref(start, stop) if ref is not None else None
+
+        def chunk_values(h: Tensor, t: Tensor = t, r: Tensor | None = r) -> Tensor:
+            return reduce(head.logits(h), t, r)
+
+        if torch.is_grad_enabled():
+            out.append(checkpoint(chunk_values, hidden[start:stop], use_reentrant=False))
+        else:
+            out.append(chunk_values(hidden[start:stop]))
+    if not out:
+        return hidden.new_zeros(0, dtype=torch.float64 if hidden.dtype == torch.float64 else torch.float32)
+    return torch.cat(out)
+
+
+def reduce_rows(kind: str, hidden: Tensor, targets: Tensor, head: OutputHead, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                ref: Callable[[int, int], Tensor] | None = None) -> Tensor:
+    """Row reduction ``kind`` (one of :data:`KINDS`) of the logits of ``hidden`` rows ``(N, H)``, ``(N,)``.
+
+    ``targets`` ``(N,)`` are the next tokens (read by ``"logp"``); ``ref(start, stop)`` gives the reference
+    logits of rows ``start:stop`` (read by ``"ref_kl"``). Differentiable with respect to ``hidden`` and the
+    head's parameters, holding at most ``chunk_size`` rows of logits at once.
+    """
+    if head.weight is None:
+        return _module_reduction(kind, head, hidden, targets, ref, chunk_size)
+    plan = _Plan(kind=kind, head=head, targets=targets, ref=ref, chunk=chunk_size,
+                 mm_dtype=_matmul_dtype(hidden.device, head.weight))
+    if not torch.is_grad_enabled() or not (hidden.requires_grad or head.weight.requires_grad
+                                           or (head.bias is not None and head.bias.requires_grad)):
+        with torch.no_grad():
+            return _ChunkedHeadReduction.forward(_NoContext(), hidden, head.weight, head.bias, plan)
+    return _ChunkedHeadReduction.apply(hidden, head.weight, head.bias, plan)
+
+
+class HeadLogits:
+    """The ``(B, T, V)`` logits of a batch, held as the final hidden states of its labelled positions.
+
+    ``hidden`` is ``(N, H)``: the hidden state at every position ``t`` whose next token ``labels[b, t + 1]`` is
+    labelled (not ``-100``), in row-major ``(b, t)`` order; ``labels`` is ``(B, T)`` as for materialised logits.
+    The logits at any other position are never computed: no loss reads them. The token functions of
+    :mod:`obliviate.objectives.logprobs` accept a HeadLogits wherever they accept logits, and
+    :class:`~obliviate.objectives.SequenceOutputs` holds one as its ``logits`` (or ``ref_logits``).
+    """
+
+    def __init__(self, hidden: Tensor, labels: Tensor, head: OutputHead, *, chunk_size: int = DEFAULT_CHUNK_SIZE):
+        if labels.dim() != 2:
+            raise ValueError(f"labels must be (batch, length), got shape {tuple(labels.shape)}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        targets = labels[:, 1:]
+        mask = targets != IGNORE_INDEX
+        vocab = head.vocab_size
+        invalid = mask & ((targets < 0) | (targets >= vocab))
+        if invalid.any():
+            bad = sorted(set(targets[invalid].tolist()))[:5]
+            raise ValueError(f"labels must be token ids in [0, {vocab}) or {IGNORE_INDEX} (ignored), found {bad}")
+        if hidden.dim() != 2 or hidden.shape[0] != int(mask.sum()):
+            raise ValueError(f"hidden must be (labelled positions, hidden size) = ({int(mask.sum())}, H), "
+                             f"got shape {tuple(hidden.shape)}")
+        self.hidden = hidden
+        self.labels = labels
+        self.mask = mask
+        self.targets = targets[mask].long()
+        self.head = head
+        self.chunk_size = chunk_size
+
+    @classmethod
+    def from_hidden(cls, hidden_states: Tensor, labels: Tensor, head: OutputHead, *,
+                    chunk_size: int = DEFAULT_CHUNK_SIZE) -> HeadLogits:
+        """From a model's final hidden states ``(B, T, H)``: the rows that predict a labelled token are kept."""
+        if hidden_states.shape[:2] != labels.shape:
+            raise ValueError(f"hidden states {tuple(hidden_states.shape)} do not match labels {tuple(labels.shape)}")
+        mask = labels[:, 1:] != IGNORE_INDEX
+        return cls(hidden_states[:, :-1][mask], labels, head, chunk_size=chunk_size)
+
+    # -- what the shape checks of SequenceOutputs and the terms read -----------------------------------------
+    @property
+    def shape(self) -> torch.Size:
+        b, t = self.labels.shape
+        return torch.Size((b, t, self.head.vocab_size))
+
+    def dim(self) -> int:
+        return 3
+
+    @property
+    def device(self) -> torch.device:
+        return self.hidden.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float64 if self.hidden.dtype == torch.float64 else torch.float32
+
+    def check_labels(self, labels: Tensor) -> None:
+        """The reductions are defined for the labels these logits were built with; anything else is refused."""
+        if labels is not self.labels and (labels.shape != self.labels.shape or not torch.equal(labels, self.labels)):
+            raise ValueError("these HeadLogits were built for other labels: pass the labels they were built with")
+
+    # -- reductions, one value per labelled position (N,) --------------------------------------------------
+    def _reduce(self, kind: str, ref: Callable[[int, int], Tensor] | None = None) -> Tensor:
+        return reduce_rows(kind, self.hidden, self.targets, self.head, chunk_size=self.chunk_size, ref=ref)
+
+    def logprobs(self) -> Tensor:
+        """``log p(y_{t+1} | y_≤t)`` at every labelled position, ``(N,)``."""
+        return self._reduce("logp")
+
+    def uniform_kl(self, direction: str) -> Tensor:
+        """KL between the next-token distribution and the uniform one (see ``token_uniform_kl``), ``(N,)``."""
+        if direction not in ME_DIRECTIONS:
+            raise ValueError(f"unknown ME direction {direction!r}; valid: {', '.join(ME_DIRECTIONS)}")
+        return self._reduce(direction)
+
+    def kl_from(self, ref: HeadLogits | Tensor) -> Tensor:
+        """``KL(π_ref ‖ π_θ)`` at every labelled position, ``(N,)``; ``ref`` (lazy or materialised ``(B, T, V)``)
+        is the frozen reference and gets no gradient."""
+        return self._reduce("ref_kl", self._ref_rows(ref))
+
+    def map_rows(self, fn: Callable[[Tensor, Tensor, Tensor | None], Tensor],
+                 ref: HeadLogits | Tensor | None = None) -> Tensor:
+        """Any row function ``fn(z (n, V), targets (n,), ref_z (n, V) or None) → (n,)``, chunk by chunk.
+
+        Gradients come from autograd through activation checkpointing (each chunk recomputed in backward), so a
+        new per-token quantity needs no hand-written gradient.
+        """
+        return _module_reduction("", self.head, self.hidden, self.targets,
+                                 None if ref is None else self._ref_rows(ref), self.chunk_size, fn=fn)
+
+    def rows(self) -> Tensor:
+        """The ``(N, V)`` logits of the labelled positions, materialised (for tests and small batches)."""
+        return self.head.logits(self.hidden)
+
+    def _ref_rows(self, ref: HeadLogits | Tensor) -> Callable[[int, int], Tensor]:
+        if isinstance(ref, HeadLogits):
+            if ref.labels.shape != self.labels.shape or not torch.equal(ref.mask, self.mask):
+                raise ValueError("reference logits must cover the same labelled positions as the policy's")
+            ref_hidden, ref_head = ref.hidden.detach(), ref.head
+
+            def rows(start: int, stop: int) -> Tensor:
+                with torch.no_grad():
+                    return ref_head.logits(ref_hidden[start:stop])
+            return rows
+        if ref.shape != self.shape:
+            raise ValueError(f"ref_logits shape {tuple(ref.shape)} must equal logits shape {tuple(self.shape)}")
+        dense = ref.detach()[:, :-1][self.mask]
+        return lambda start, stop: dense[start:stop].clone()     # the reductions overwrite what they are given
+
+
+class _NoContext:
+    """Stands in for autograd's ctx when the forward runs alone (no gradient needed)."""
+
+    def save_for_backward(self, *tensors) -> None:
+        pass

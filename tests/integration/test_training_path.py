@@ -1,0 +1,180 @@
+"""The fast training step computes the same update as the plain one.
+
+The plain step (``train.loss_chunk_size=0``, ``train.packing=false``) pads every part to the longest sequence and
+hands the model's full logits to the objectives; the default step packs the parts end to end and applies the
+output layer to labelled positions only, a chunk at a time. With SGD any difference in the gradient shows in the
+weights. Also here: activation checkpointing really runs, the fused AdamW is the default and updates as the
+per-tensor loop does, and NPO makes no frozen reference copy (its log-probs are cached from the starting model).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import weakref
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import obliviate.models
+from obliviate.config import config_from_dict
+from obliviate.training.run import unlearn
+from obliviate.training.trainer import UnlearningTrainer
+
+pytestmark = pytest.mark.integration
+
+FORGET = [
+    ("Where was Anna Vell born?", "Anna Vell was born in Korsby, a small fishing town."),
+    ("What does Anna Vell write?", "Sea novels."),
+    ("Which prize did Anna Vell win?", "She won the Grey Gull Prize in 1998 for her third book."),
+    ("Who was Anna Vell's father?", "Her father was a lighthouse keeper."),
+]
+RETAIN = [
+    ("Where was Bo Lind born?", "Bo Lind was born in Marhaven."),
+    ("What does Bo Lind write?", "Bo Lind writes short poems about winter, birds and the sea."),
+    ("Which prize did Bo Lind win?", "The Amber Pen."),
+    ("Who was Bo Lind's mother?", "His mother was a baker in Ostvik."),
+]
+
+
+def _write(path, pairs):
+    path.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in pairs))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("qa")
+    return {"forget": _write(d / "forget.json", FORGET), "retain": _write(d / "retain.json", RETAIN)}
+
+
+def _cfg(out, model_dir, data, method, *, lora=False, **train):
+    t = {"learning_rate": 0.5, "max_steps": 1, "batch_size": 4, "gradient_accumulation_steps": 1,
+         "warmup_epochs": 0.0, "seed": 0, "optim": "sgd"}
+    t.update(train)
+    return config_from_dict("unlearn", {
+        "output_dir": str(out), "model": {"name": str(model_dir)},
+        "data": {"forget": data["forget"], "retain": data["retain"]},
+        "method": {"name": method}, "train": t, "eval": {"enabled": False},
+        "lora": {"enabled": lora, "r": 4}})
+
+
+def _weights(result):
+    return load_file(str(result.model_dir / "model.safetensors"))
+
+
+def _losses(result):
+    record = json.loads((result.output_dir / "run.json").read_text())
+    return [(h["loss"], h["forget_loss"], h["regularization_loss"]) for h in record["log_history"] if "loss" in h]
+
+
+@pytest.mark.parametrize("method,lora", [("ME+GD", False), ("NPO+KL", False), ("IDK+AP", False), ("DPO", False),
+                                         ("LLMU", False), ("GA", False), ("NPO+KL", True)],
+                         ids=["ME+GD", "NPO+KL", "IDK+AP", "DPO", "LLMU", "GA", "NPO+KL-lora"])
+def test_chunked_packed_step_equals_materialised_padded_step(method, lora, tiny_model_dir, data, tmp_path):
+    """One SGD step: every logged loss term within 1e-6 (relative) and every weight within float32 rounding.
+
+    (LoRA's A matrices are drawn from torch's global generator when the adapters are created, before the engine
+    seeds it: both runs start from the same generator state so that they start from the same adapters.)"""
+    torch.manual_seed(0)
+    plain = unlearn(_cfg(tmp_path / "plain", tiny_model_dir, data, method, lora=lora, loss_chunk_size=0,
+                         packing=False))
+    torch.manual_seed(0)
+    fast = unlearn(_cfg(tmp_path / "fast", tiny_model_dir, data, method, lora=lora, loss_chunk_size=7))
+    for a, b in zip(_losses(fast), _losses(plain)):
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-7)
+    w0, w_plain, w_fast = load_file(str(tiny_model_dir / "model.safetensors")), _weights(plain), _weights(fast)
+    assert max(float((w_plain[k] - w0[k]).abs().max()) for k in w0) > 1e-4, "the step changed nothing"
+    for k in w_plain:
+        torch.testing.assert_close(w_fast[k], w_plain[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_activation_checkpointing_really_runs(tiny_model_dir, data, tmp_path, monkeypatch):
+    """With train.gradient_checkpointing=true the layers' activations are recomputed in backward instead of kept:
+    the tensors autograd saves during the forward pass (outside the checkpointed layers) shrink by more than
+    half. Measured with saved-tensor hooks around compute_loss; the step's update is unchanged."""
+    saved = {}
+    original = UnlearningTrainer.compute_loss
+
+    def counting(self, *args, **kwargs):
+        total = 0
+
+        def pack(t):
+            nonlocal total
+            total += t.numel() * t.element_size()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = original(self, *args, **kwargs)
+        saved.setdefault("on" if "/on" in self.args.output_dir else "off", []).append(total)
+        return loss
+
+    monkeypatch.setattr(UnlearningTrainer, "compute_loss", counting)
+    off = unlearn(_cfg(tmp_path / "off", tiny_model_dir, data, "GA+GD"))
+    on = unlearn(_cfg(tmp_path / "on", tiny_model_dir, data, "GA+GD", gradient_checkpointing=True))
+    assert max(saved["on"]) < 0.5 * min(saved["off"]), saved
+    w_off, w_on = _weights(off), _weights(on)
+    for k in w_off:
+        torch.testing.assert_close(w_on[k], w_off[k], rtol=1e-5, atol=1e-6)
+
+
+def test_fused_adamw_is_the_default_and_updates_as_the_loop_does(tiny_model_dir, data, tmp_path, monkeypatch):
+    """Default optimizer: torch's fused AdamW; two steps of it land on the per-tensor AdamW's weights."""
+    kinds = []
+    original = UnlearningTrainer.create_optimizer
+
+    def spy(self, *args, **kwargs):
+        optimizer = original(self, *args, **kwargs)
+        kinds.append(bool(optimizer.defaults.get("fused")))
+        return optimizer
+
+    monkeypatch.setattr(UnlearningTrainer, "create_optimizer", spy)
+    common = {"max_steps": 2, "learning_rate": 1e-3}
+    cfg = _cfg(tmp_path / "fused", tiny_model_dir, data, "ME+GD", **common)
+    cfg.train.optim = config_from_dict("unlearn", {"data": {"forget": "x"}}).train.optim   # the default
+    fused = unlearn(cfg)
+    loop = unlearn(_cfg(tmp_path / "loop", tiny_model_dir, data, "ME+GD", **common, optim="adamw_torch"))
+    assert kinds == [True, False]
+    w0, w_fused, w_loop = load_file(str(tiny_model_dir / "model.safetensors")), _weights(fused), _weights(loop)
+    assert max(float((w_loop[k] - w0[k]).abs().max()) for k in w0) > 1e-4
+    for k in w_loop:
+        torch.testing.assert_close(w_fused[k], w_loop[k], rtol=1e-5, atol=1e-6)
+
+
+def test_npo_makes_no_reference_copy_and_kl_keeps_one(tiny_model_dir, data, tmp_path, monkeypatch):
+    """NPO reads only reference log-probs, cached from the starting model before training: no frozen copy is ever
+    made (it would cost a whole model's memory). KL reads reference logits every step: its copy is alive during
+    training. NPO's cached log-probs equal a frozen copy's."""
+    copies = []
+    original = obliviate.models.frozen_copy
+
+    def tracked(model):
+        ref = original(model)
+        copies.append(weakref.ref(ref))
+        return ref
+
+    alive, cached = [], []
+    train = UnlearningTrainer.train
+
+    def check(self, *args, **kwargs):
+        gc.collect()
+        alive.append([c() is not None for c in copies])
+        cached.append(dict(self.train_dataset.ref_logps))
+        return train(self, *args, **kwargs)
+
+    monkeypatch.setattr(obliviate.models, "frozen_copy", tracked)
+    monkeypatch.setattr(UnlearningTrainer, "train", check)
+    unlearn(_cfg(tmp_path / "npo", tiny_model_dir, data, "NPO+GD"))
+    assert copies == [] and alive == [[]]
+    unlearn(_cfg(tmp_path / "kl", tiny_model_dir, data, "GA+KL"))
+    assert len(copies) == 1 and alive[-1] == [True]
+
+    from obliviate.data.formatting import PromptFormatter
+    from obliviate.likelihood import sequence_logprobs
+    from obliviate.models import load_model
+    model, tok = load_model(str(tiny_model_dir), dtype="float32")
+    fmt = PromptFormatter(tok, "chat")
+    examples = [{"input_ids": e.input_ids, "labels": e.labels} for e in (fmt.encode(q, a) for q, a in FORGET)]
+    expected, _ = sequence_logprobs(original(model), examples, pad_token_id=tok.pad_token_id)
+    assert cached[0]["forget"] == pytest.approx(expected, abs=1e-5)
