@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 
 from obliviate.evaluation import metrics as M
+from obliviate.evaluation import privacy as P
+from obliviate.evaluation import privacy_eval as PE
 
 __all__ = [
     "DEFAULT_LEVEL",
@@ -40,6 +42,7 @@ __all__ = [
     "aggregate_samples",
     "interval",
     "mean_interval",
+    "privacy_intervals",
     "resample_indices",
     "set_rng",
     "set_metric_samples",
@@ -203,7 +206,6 @@ def add_intervals(body: dict, *, resamples: int = DEFAULT_RESAMPLES, seed: int =
 
     privacy = body.get("privacy")
     if isinstance(privacy, dict):
-        from obliviate.evaluation.privacy_eval import privacy_intervals
         privacy_intervals(privacy, forget_indices=indices.get("forget"), resamples=resamples, seed=seed,
                           level=level)
     return body
@@ -235,3 +237,52 @@ def _ks_pvalues(unlearned_x: Sequence[float], retain_x: Sequence[float], idx: np
         rows = np.flatnonzero(keys == key)
         pvalues[rows] = ks_2samp(a[rows[0]], r[rows[0]]).pvalue
     return pvalues
+
+
+def privacy_intervals(privacy: dict, *, forget_indices: np.ndarray | None, resamples: int, seed: int,
+                      level: float) -> None:
+    """Add ``"ci"`` to every available AUC and privacy leakage (docs/metrics.md, Confidence intervals), in place.
+
+    Forget items are resampled with ``forget_indices`` (the forget set's own resamples), holdout items
+    independently; the retain model's scores of the same items are resampled alongside for the leakage.
+    """
+    if not privacy.get("available"):
+        return
+    items = privacy.get("items") or {}
+    forget, holdout = items.get("forget") or [], items.get("holdout") or []
+    if not forget or not holdout:
+        return
+    if forget_indices is None or forget_indices.shape[1] != len(forget):
+        forget_indices = resample_indices(len(forget), resamples, set_rng(seed, "forget"))
+    holdout_indices = resample_indices(len(holdout), resamples, set_rng(seed, "holdout"))
+    retain_items = privacy.get("retain_items") or {}
+    metrics = privacy.get("metrics") or {}
+    for attack in P.ATTACKS:
+        auc_entry = metrics.get(f"auc_{attack}")
+        if not auc_entry or auc_entry.get("value") is None:
+            continue
+        f = np.asarray(PE.attack_column(forget, attack), dtype=float)
+        h = np.asarray(PE.attack_column(holdout, attack), dtype=float)
+        aucs = P.auc_rows(f[forget_indices], h[holdout_indices])
+        auc_entry["ci"] = list(interval(aucs, level))
+        leak = metrics.get(f"privacy_leakage_{attack}")
+        if not leak or leak.get("value") is None:
+            continue
+        if attack == "reference":
+            retain_aucs = np.full(len(aucs), PE.SELF_REFERENCE_AUC)
+        else:
+            rf = PE.attack_column(retain_items.get("forget") or [], attack)
+            rh = PE.attack_column(retain_items.get("holdout") or [], attack)
+            if rf is None or rh is None or len(rf) != len(f) or len(rh) != len(h):
+                continue
+            rf_a, rh_a = np.asarray(rf, dtype=float), np.asarray(rh, dtype=float)
+            retain_aucs = P.auc_rows(rf_a[forget_indices], rh_a[holdout_indices])
+        if np.any(retain_aucs >= 1.0):
+            leak["ci_note"] = "no interval: the retain model's AUC reaches 1 on some resamples"
+            continue
+        leaks = [P.privacy_leakage(a, r) for a, r in zip(aucs, retain_aucs)]
+        leak["ci"] = list(interval(leaks, level))
+    headline = metrics.get("privacy_leakage")
+    source = metrics.get(f"privacy_leakage_{headline.get('attack', P.HEADLINE_ATTACK)}") if headline else None
+    if headline is not None and source is not None and "ci" in source:
+        headline["ci"] = list(source["ci"])

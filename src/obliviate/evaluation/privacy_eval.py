@@ -25,14 +25,13 @@ from obliviate.evaluation.tokens import TokenStats
 __all__ = [
     "RetainScores",
     "item_scores",
-    "privacy_intervals",
     "privacy_section",
     "retain_scores_from_results",
     "unavailable_section",
 ]
 
 # The reference attack scores the retain model against itself as 0 for every item: AUC exactly 1/2.
-_SELF_REFERENCE_AUC = 0.5
+SELF_REFERENCE_AUC = 0.5
 
 
 @dataclass
@@ -97,7 +96,7 @@ def _entry(value: float | None, *, target: float | None, reference: float | None
     return entry
 
 
-def _column(scores: Sequence[Mapping[str, float | None]], attack: str) -> list[float] | None:
+def attack_column(scores: Sequence[Mapping[str, float | None]], attack: str) -> list[float] | None:
     values = [s.get(attack) for s in scores]
     return None if not values or any(v is None for v in values) else [float(v) for v in values]
 
@@ -118,7 +117,7 @@ def privacy_section(forget: Sequence[Mapping[str, float | None]], holdout: Seque
     metrics: dict[str, dict] = {}
     for attack in P.ATTACKS:
         title = P.ATTACK_TITLES[attack]
-        f_scores, h_scores = _column(forget, attack), _column(holdout, attack)
+        f_scores, h_scores = attack_column(forget, attack), attack_column(holdout, attack)
         if f_scores is None or h_scores is None:
             reason = (gradnorm_reason if attack == "gradnorm" and gradnorm_reason else
                       f"no reference model for the {title} attack ({no_retain})" if attack == "reference" else
@@ -129,9 +128,9 @@ def privacy_section(forget: Sequence[Mapping[str, float | None]], holdout: Seque
         value = P.auc(f_scores, h_scores)
         retain_auc = None
         if attack == "reference":
-            retain_auc = _SELF_REFERENCE_AUC if retain_ok else None
+            retain_auc = SELF_REFERENCE_AUC if retain_ok else None
         elif retain_ok:
-            rf, rh = _column(retain.forget, attack), _column(retain.holdout, attack)
+            rf, rh = attack_column(retain.forget, attack), attack_column(retain.holdout, attack)
             retain_auc = P.auc(rf, rh) if rf is not None and rh is not None else None
         metrics[f"auc_{attack}"] = _entry(value, target=retain_auc if retain_auc is not None else 0.5,
                                           reference=retain_auc)
@@ -195,54 +194,3 @@ def retain_scores_from_results(data: Mapping[str, Any], path: str, forget_questi
                             path=path, field=f"privacy.items.{name}")
         out.append([by_set[name][q] for q in questions])
     return RetainScores(out[0], out[1], source=path)
-
-
-def privacy_intervals(privacy: dict, *, forget_indices: np.ndarray | None, resamples: int, seed: int,
-                      level: float) -> None:
-    """Add ``"ci"`` to every available AUC and privacy leakage (docs/metrics.md, Confidence intervals), in place.
-
-    Forget items are resampled with ``forget_indices`` (the forget set's own resamples), holdout items
-    independently; the retain model's scores of the same items are resampled alongside for the leakage.
-    """
-    from obliviate.evaluation.bootstrap import interval, resample_indices, set_rng
-
-    if not privacy.get("available"):
-        return
-    items = privacy.get("items") or {}
-    forget, holdout = items.get("forget") or [], items.get("holdout") or []
-    if not forget or not holdout:
-        return
-    if forget_indices is None or forget_indices.shape[1] != len(forget):
-        forget_indices = resample_indices(len(forget), resamples, set_rng(seed, "forget"))
-    holdout_indices = resample_indices(len(holdout), resamples, set_rng(seed, "holdout"))
-    retain_items = privacy.get("retain_items") or {}
-    metrics = privacy.get("metrics") or {}
-    for attack in P.ATTACKS:
-        auc_entry = metrics.get(f"auc_{attack}")
-        if not auc_entry or auc_entry.get("value") is None:
-            continue
-        f = np.asarray(_column(forget, attack), dtype=float)
-        h = np.asarray(_column(holdout, attack), dtype=float)
-        aucs = P.auc_rows(f[forget_indices], h[holdout_indices])
-        auc_entry["ci"] = list(interval(aucs, level))
-        leak = metrics.get(f"privacy_leakage_{attack}")
-        if not leak or leak.get("value") is None:
-            continue
-        if attack == "reference":
-            retain_aucs = np.full(len(aucs), _SELF_REFERENCE_AUC)
-        else:
-            rf = _column(retain_items.get("forget") or [], attack)
-            rh = _column(retain_items.get("holdout") or [], attack)
-            if rf is None or rh is None or len(rf) != len(f) or len(rh) != len(h):
-                continue
-            rf_a, rh_a = np.asarray(rf, dtype=float), np.asarray(rh, dtype=float)
-            retain_aucs = P.auc_rows(rf_a[forget_indices], rh_a[holdout_indices])
-        if np.any(retain_aucs >= 1.0):
-            leak["ci_note"] = "no interval: the retain model's AUC reaches 1 on some resamples"
-            continue
-        leaks = [P.privacy_leakage(a, r) for a, r in zip(aucs, retain_aucs)]
-        leak["ci"] = list(interval(leaks, level))
-    headline = metrics.get("privacy_leakage")
-    source = metrics.get(f"privacy_leakage_{headline.get('attack', P.HEADLINE_ATTACK)}") if headline else None
-    if headline is not None and source is not None and "ci" in source:
-        headline["ci"] = list(source["ci"])
