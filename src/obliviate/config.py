@@ -193,6 +193,63 @@ class FinetuneConfig:
 RunConfig = UnlearnConfig | FinetuneConfig
 
 
+# -- the continual scenario (docs/continual.md) ------------------------------------------------------------
+@dataclass
+class ContinualSettings:
+    """The ``continual`` config section."""
+
+    steps: int | None = None            # forget tasks 1..steps, one per step; None = every task of the split
+    fix_ref_model: bool = False         # true: the reference is always model.name, not the previous step's model
+    top_up: str | None = None           # QA file whose rows are added to every step's retain set
+
+
+@dataclass
+class ContinualConfig(UnlearnConfig):
+    """An unlearning config (every section of :class:`UnlearnConfig`) plus ``continual``."""
+
+    output_dir: str = "runs/continual"
+    continual: ContinualSettings = field(default_factory=ContinualSettings)
+
+    def validate(self) -> list[str]:
+        errors = super().validate()
+        c = self.continual
+        if c.steps is not None and c.steps < 1:
+            errors.append(f"continual.steps: must be >= 1 or null (every task), got {c.steps}")
+        if c.top_up is not None and not c.top_up.strip():
+            errors.append("continual.top_up: must be a QA file or null, got an empty string")
+        if self.lora.enabled and not self.lora.merge:
+            errors.append("lora.merge: must be true in the continual scenario: each step's adapters are merged "
+                          "into the saved model, and the next step puts a fresh adapter on those weights")
+        if self.data.tofu is not None and self.data.retain is not None:
+            errors.append("data.retain: with data.tofu the retain set comes from the TOFU folder; to add rows to "
+                          "every step's retain set use continual.top_up")
+        if self.data.task != 1:
+            errors.append(f"data.task: the continual scenario forgets tasks 1..N itself (continual.steps); "
+                          f"remove data.task (got {self.data.task})")
+        return errors
+
+    def step_config(self, *, output_dir: str | Path, model: str) -> UnlearnConfig:
+        """The plain unlearning config of one step: this config with its own folder and starting model."""
+        sections = {f.name: getattr(self, f.name) for f in dataclasses.fields(UnlearnConfig)}
+        sections.update(output_dir=str(output_dir), model=dataclasses.replace(self.model, name=model),
+                        # The continual run owns its step folders: an incomplete leftover is replaced.
+                        overwrite=True)
+        return UnlearnConfig(**sections)
+
+
+def continual_config_from_dict(raw: dict | None, overrides: typing.Iterable[str] = (),
+                               source: str | None = None) -> ContinualConfig:
+    """Build and validate a :class:`ContinualConfig`; raise one ConfigError listing every problem."""
+    tree = dict(raw or {})
+    tree.pop("kind", None)
+    return config_from_dict("continual", tree, overrides, source=source)
+
+
+def load_continual_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> ContinualConfig:
+    """Read a continual YAML config (``kind: continual``; defaults when ``path`` is None), apply overrides."""
+    return load_config("continual", path, overrides)
+
+
 # -- validation ---------------------------------------------------------------------------------------------
 def _choice(key: str, value: Any, valid: typing.Iterable[str]) -> str:
     valid = list(valid)
@@ -475,7 +532,6 @@ def parse_overrides(overrides: typing.Iterable[str]) -> list[tuple[str, Any]]:
 
 def config_classes() -> dict[str, type]:
     """Every config kind: the run kinds here and the scenario kinds that extend them."""
-    from obliviate.scenarios.continual import ContinualConfig
     return {"unlearn": UnlearnConfig, "finetune": FinetuneConfig, "continual": ContinualConfig}
 
 

@@ -16,17 +16,12 @@ from safetensors.torch import load_file
 from obliviate.benchmarks.synthetic import generate_benchmark
 from obliviate.benchmarks.tofu import continual_splits
 from obliviate.cli import main
+from obliviate.config import ContinualConfig, continual_config_from_dict, load_continual_config
 from obliviate.errors import ConfigError, DataError, ObliviateError
 from obliviate.models import is_peft_model
 from obliviate.reporting import html_report, load_results
 from obliviate.reporting.continual import continual_markdown
-from obliviate.scenarios.continual import (
-    ContinualConfig,
-    continual_config_from_dict,
-    load_continual_config,
-    plan_continual,
-    run_continual,
-)
+from obliviate.scenarios.continual import plan_continual, run_continual
 from obliviate.training import run as run_mod
 from obliviate.training.run import is_complete
 

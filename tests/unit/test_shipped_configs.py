@@ -31,7 +31,7 @@ def test_config_loads_and_validates(path, monkeypatch):
         return
     kind = _kind(path)
     if kind == "continual":
-        from obliviate.scenarios.continual import ContinualConfig, load_continual_config
+        from obliviate.config import ContinualConfig, load_continual_config
         assert isinstance(load_continual_config(path), ContinualConfig)
         return
     method = (yaml.safe_load(path.read_text()).get("method") or {}).get("name")

@@ -33,13 +33,14 @@ from obliviate.data.loading import (
     decode_utf8,
     describe_value,
     format_problem,
+    load_qa,
     looks_like_hub_id,
     raise_problems,
 )
 from obliviate.data.records import QARecord, TextRecord
 from obliviate.errors import DataError, ObliviateError
 
-__all__ = ["FORMATS", "TEXT_SUFFIX", "detect_format", "encode_texts", "load_texts", "parse_hub_spec",
+__all__ = ["FORMATS", "TEXT_SUFFIX", "detect_format", "encode_texts", "load_set", "load_texts", "parse_hub_spec",
            "record_key"]
 
 FORMATS: tuple[str, ...] = ("auto", "qa", "text")
@@ -99,6 +100,18 @@ def detect_format(source: str | Path) -> str:
     if isinstance(first, Mapping) and "text" in first and "question" not in first:
         return "text"
     return "qa"
+
+
+def load_set(spec: str, limit: int | None = None, data_format: str = "qa") -> list[QARecord] | list[TextRecord]:
+    """The rows a config's data section names: a QA file, or a hub dataset written ``owner/name:config``; with
+    ``data_format`` text or auto, raw text (a ``.txt`` file, JSON rows of texts, or ``owner/name:config:split``;
+    docs/muse_wmdp.md)."""
+    if data_format == "text" or (data_format == "auto" and detect_format(spec) == "text"):
+        return load_texts(spec, limit=limit)
+    if not Path(spec).expanduser().exists() and ":" in spec:
+        hub_id, _, hub_config = spec.rpartition(":")
+        return load_qa(hub_id, hub_config=hub_config, limit=limit)
+    return load_qa(spec, limit=limit)
 
 
 def load_texts(source: str | Path, *, limit: int | None = None) -> list[TextRecord]:

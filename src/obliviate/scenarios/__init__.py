@@ -4,14 +4,8 @@
 step's model; see :mod:`obliviate.scenarios.continual` and docs/continual.md.
 """
 
-from obliviate.scenarios.continual import (
-    ContinualConfig,
-    ContinualResult,
-    ContinualSettings,
-    load_continual_config,
-    plan_continual,
-    run_continual,
-)
+from obliviate.config import ContinualConfig, ContinualSettings, load_continual_config
+from obliviate.scenarios.continual import ContinualResult, plan_continual, run_continual
 
 __all__ = ["ContinualConfig", "ContinualResult", "ContinualSettings", "load_continual_config", "plan_continual",
            "run_continual"]

@@ -37,17 +37,17 @@ the original ``model.name`` at every step. With LoRA each step's adapters are me
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shutil
 import sys
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from obliviate.config import UnlearnConfig, config_to_dict
+from obliviate.config import ContinualConfig, config_to_dict, load_continual_config
 from obliviate.data.loading import format_problem, raise_problems
+from obliviate.data.texts import load_set
 from obliviate.data.records import QARecord
 from obliviate.errors import ConfigError, DataError, ObliviateError
 
@@ -65,67 +65,6 @@ SUMMARY_AGGREGATES: tuple[str, ...] = ("model_utility", "forget_efficacy", "forg
 # Config keys that may change between an interrupted run and its continuation: the number of steps (a run
 # can be extended by more tasks) and whether an existing folder may be replaced.
 _MAY_CHANGE: tuple[tuple[str, ...], ...] = (("overwrite",), ("continual", "steps"))
-
-
-# -- config ---------------------------------------------------------------------------------------------------
-@dataclass
-class ContinualSettings:
-    """The ``continual`` config section."""
-
-    steps: int | None = None            # forget tasks 1..steps, one per step; None = every task of the split
-    fix_ref_model: bool = False         # true: the reference is always model.name, not the previous step's model
-    top_up: str | None = None           # QA file whose rows are added to every step's retain set
-
-
-@dataclass
-class ContinualConfig(UnlearnConfig):
-    """An unlearning config (every section of :class:`~obliviate.config.UnlearnConfig`) plus ``continual``."""
-
-    output_dir: str = "runs/continual"
-    continual: ContinualSettings = field(default_factory=ContinualSettings)
-
-    def validate(self) -> list[str]:
-        errors = super().validate()
-        c = self.continual
-        if c.steps is not None and c.steps < 1:
-            errors.append(f"continual.steps: must be >= 1 or null (every task), got {c.steps}")
-        if c.top_up is not None and not c.top_up.strip():
-            errors.append("continual.top_up: must be a QA file or null, got an empty string")
-        if self.lora.enabled and not self.lora.merge:
-            errors.append("lora.merge: must be true in the continual scenario: each step's adapters are merged "
-                          "into the saved model, and the next step puts a fresh adapter on those weights")
-        if self.data.tofu is not None and self.data.retain is not None:
-            errors.append("data.retain: with data.tofu the retain set comes from the TOFU folder; to add rows to "
-                          "every step's retain set use continual.top_up")
-        if self.data.task != 1:
-            errors.append(f"data.task: the continual scenario forgets tasks 1..N itself (continual.steps); "
-                          f"remove data.task (got {self.data.task})")
-        return errors
-
-    def step_config(self, *, output_dir: str | Path, model: str) -> UnlearnConfig:
-        """The plain unlearning config of one step: this config with its own folder and starting model."""
-        sections = {f.name: getattr(self, f.name) for f in dataclasses.fields(UnlearnConfig)}
-        sections.update(output_dir=str(output_dir), model=dataclasses.replace(self.model, name=model),
-                        # The continual run owns its step folders: an incomplete leftover is replaced.
-                        overwrite=True)
-        return UnlearnConfig(**sections)
-
-
-def continual_config_from_dict(raw: dict | None, overrides: typing.Iterable[str] = (),
-                               source: str | None = None) -> ContinualConfig:
-    """Build and validate a :class:`ContinualConfig`; raise one ConfigError listing every problem."""
-    from obliviate.config import config_from_dict
-
-    tree = dict(raw or {})
-    tree.pop("kind", None)
-    return config_from_dict("continual", tree, overrides, source=source)
-
-
-def load_continual_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> ContinualConfig:
-    """Read a continual YAML config (``kind: continual``; defaults when ``path`` is None), apply overrides."""
-    from obliviate.config import load_config
-
-    return load_config("continual", path, overrides)
 
 
 # -- the plan: which rows each step trains and evaluates on --------------------------------------------------
@@ -230,11 +169,10 @@ def plan_continual(cfg: ContinualConfig) -> ContinualPlan:
     ``task_id``, task numbers with gaps, or top-up rows that are rows to forget.
     """
     from obliviate.evaluation.runner import BenchmarkSpec, load_benchmark
-    from obliviate.training.run import _load_set
 
     d, c = cfg.data, cfg.continual
     evaluate = cfg.eval.enabled
-    top_up = _load_set(c.top_up, d.limit) if c.top_up else []
+    top_up = load_set(c.top_up, d.limit) if c.top_up else []
 
     if d.tofu is not None:
         from obliviate.benchmarks.tofu import continual_splits, load_tofu, num_tasks
@@ -259,7 +197,7 @@ def plan_continual(cfg: ContinualConfig) -> ContinualPlan:
             per_task = {t: load_tofu(d.tofu, d.split, task=t).forget_eval for t in range(1, n + 1)}
             forget_eval = None if any(rows is None for rows in per_task.values()) else per_task
     else:
-        full = _group_by_task(_load_set(d.forget, None), d.forget, "the continual forget file")
+        full = _group_by_task(load_set(d.forget, None), d.forget, "the continual forget file")
         total = len(full)
         n = c.steps or total
         if n > total:
@@ -267,7 +205,7 @@ def plan_continual(cfg: ContinualConfig) -> ContinualPlan:
         if top_up:
             _check_top_up(top_up, [r for t in range(1, n + 1) for r in full[t]], n, c.top_up or "top_up")
         by_task = {t: _cut(rows, d.limit) for t, rows in full.items()}
-        base = _load_set(d.retain, None) if d.retain else []
+        base = load_set(d.retain, None) if d.retain else []
         folder = Path(d.forget).parent
         synthetic = (folder / "benchmark.json").is_file() and (folder / "forget_perturbed.json").is_file()
         data = {"kind": "synthetic" if synthetic else "files", "forget": d.forget, "retain": d.retain}
@@ -608,6 +546,5 @@ def add_subcommand(sub: Any) -> None:
     p.set_defaults(func=_cmd_continual)
 
 
-__all__ = ["ContinualConfig", "ContinualPlan", "ContinualResult", "ContinualSettings", "StepPlan", "StepResult",
-           "add_subcommand", "continual_config_from_dict", "load_continual_config", "plan_continual",
+__all__ = ["ContinualPlan", "ContinualResult", "StepPlan", "StepResult", "add_subcommand", "plan_continual",
            "run_continual", "step_folder_name", "write_continual_report"]

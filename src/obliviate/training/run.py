@@ -39,6 +39,7 @@ from obliviate.config import FinetuneConfig, RunConfig, UnlearnConfig, config_to
 from obliviate.data.formatting import PromptFormatter
 from obliviate.data.loading import load_qa
 from obliviate.data.refusals import load_refusals
+from obliviate.data.texts import load_set
 from obliviate.data.records import QARecord, TextRecord
 from obliviate.errors import ConfigError, DataError, ObliviateError
 from obliviate.files import write_json_atomic, write_text_atomic
@@ -63,19 +64,6 @@ class RunResult:
 
 
 # -- data -----------------------------------------------------------------------------------------------------
-def _load_set(spec: str, limit: int | None, data_format: str = "qa") -> list[QARecord] | list[TextRecord]:
-    """A QA file, or a hub dataset written ``owner/name:config``; with ``data_format`` text or auto, raw text
-    (a ``.txt`` file, JSON rows of texts, or ``owner/name:config:split``; docs/muse_wmdp.md)."""
-    from obliviate.data.texts import detect_format, load_texts
-
-    if data_format == "text" or (data_format == "auto" and detect_format(spec) == "text"):
-        return load_texts(spec, limit=limit)
-    if not Path(spec).expanduser().exists() and ":" in spec:
-        hub_id, _, hub_config = spec.rpartition(":")
-        return load_qa(hub_id, hub_config=hub_config, limit=limit)
-    return load_qa(spec, limit=limit)
-
-
 def _limit(rows: list[QARecord], limit: int | None) -> list[QARecord]:
     return rows if limit is None else rows[:limit]
 
@@ -87,8 +75,8 @@ def load_unlearning_data(cfg: UnlearnConfig) -> tuple[list[QARecord], list[QARec
         from obliviate.benchmarks.tofu import load_tofu
         splits = load_tofu(d.tofu, d.split, task=d.task)
         return _limit(splits.forget, d.limit), _limit(splits.retain, d.limit)
-    forget = _load_set(d.forget, d.limit, d.format)
-    retain = _load_set(d.retain, d.limit, d.format) if d.retain else []
+    forget = load_set(d.forget, d.limit, d.format)
+    retain = load_set(d.retain, d.limit, d.format) if d.retain else []
     return forget, retain
 
 
@@ -131,7 +119,7 @@ def load_finetune_data(cfg: FinetuneConfig) -> list[QARecord]:
         return _limit(rows, d.limit)
     rows: list = []
     for spec in d.train:
-        rows += _load_set(spec, d.limit, d.format)
+        rows += load_set(spec, d.limit, d.format)
     if len({type(r) for r in rows}) > 1:
         raise ObliviateError("data.train mixes question-answer files and text files; fine-tune on one kind "
                              "(or run twice)")
