@@ -191,7 +191,8 @@ def _run_folder_info(run_dir: Path) -> tuple[dict, str | None]:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from obliviate.evaluation.runner import BenchmarkSpec, evaluate
+    from obliviate.benchmarks.types import BenchmarkSpec
+    from obliviate.evaluation.runner import evaluate
     from obliviate.evaluation.suite import EvalSettings
 
     _check_counts(args)

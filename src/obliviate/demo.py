@@ -19,8 +19,9 @@ import json
 import time
 from pathlib import Path
 
+from obliviate.benchmarks.types import BenchmarkSpec
 from obliviate.config import config_from_dict
-from obliviate.evaluation.runner import BenchmarkSpec, evaluate
+from obliviate.evaluation.runner import evaluate
 from obliviate.evaluation.suite import EvalSettings, Scorers
 from obliviate.reporting.model_card import update_card_with_results
 from obliviate.training.run import finetune, is_complete, unlearn

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 import yaml
 
+from obliviate.benchmarks.types import EvalSet, LoadedBenchmark
 from obliviate.data.formatting import PromptFormatter
 from obliviate.data.records import QARecord
 from obliviate.errors import DataError, ObliviateError
@@ -90,7 +91,7 @@ def probe_context(run: str | Path, *, target: str | None = None, retain: str | N
     the embedding and NLI models are off unless named (the probes compare models on the same measures).
     """
     from obliviate.config import UnlearnConfig, _build
-    from obliviate.evaluation.runner import LoadedBenchmark, load_benchmark
+    from obliviate.evaluation.runner import load_benchmark
     from obliviate.evaluation.suite import EvalSettings
     from obliviate.training.run import eval_benchmark
 
@@ -300,7 +301,6 @@ def question_variants(records: Sequence[QARecord]) -> dict[str, list[str]]:
 
 def paraphrase_probe(ctx: ProbeContext) -> dict:
     """The forget set under each of its question variants, for the unlearned, target and retain models."""
-    from obliviate.evaluation.suite import EvalSet
 
     if ctx.loaded.evaluator is not None:
         raise ObliviateError(f"the paraphrase probe asks rephrased questions; the {ctx.loaded.info.get('name')} "
@@ -397,7 +397,6 @@ def relearn_probe(ctx: ProbeContext, *, steps: int, data: str | None = None, cou
     """Relearning attack (module docstring): the rest of the forget set, before and after a few steps of
     fine-tuning on ``data`` (a QA file of forget rows) or on ``count`` forget rows drawn with ``seed``, next to
     the same steps on ``control`` (default: as many rows of the benchmark's retain set)."""
-    from obliviate.evaluation.suite import EvalSet
 
     if ctx.loaded.evaluator is not None:
         raise ObliviateError(f"the relearn probe splits a question-answer forget set; the "

@@ -13,8 +13,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from obliviate.benchmarks.tofu import load_tofu
+from obliviate.benchmarks.types import EvalSet
 from obliviate.data.formatting import PromptFormatter
-from obliviate.evaluation.suite import EvalSet, EvalSettings, Scorers, evaluate_set
+from obliviate.evaluation.suite import EvalSettings, Scorers, evaluate_set
 from obliviate.evaluation.scorers import Unavailable
 from obliviate.likelihood import sequence_logprobs
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from obliviate.benchmarks.types import LoadedBenchmark
 from obliviate.data.loading import decode_utf8, describe_value, format_problem, looks_like_hub_id, raise_problems
 from obliviate.data.records import QARecord, TextRecord
 from obliviate.errors import DataError, ObliviateError
@@ -350,8 +351,7 @@ EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "resources" / "muse_examp
 
 def muse_benchmark(source: str | Path | None = None, *, verbmem_max_new_tokens: int = VERBMEM_MAX_NEW_TOKENS,
                    knowmem_max_new_tokens: int = KNOWMEM_MAX_NEW_TOKENS):
-    """A :class:`~obliviate.evaluation.runner.LoadedBenchmark` that evaluates MUSE (default: the shipped example)."""
-    from obliviate.evaluation.runner import LoadedBenchmark
+    """A :class:`~obliviate.benchmarks.types.LoadedBenchmark` that evaluates MUSE (default: the shipped example)."""
 
     data = load_muse(source if source is not None else EXAMPLE_DIR)
 

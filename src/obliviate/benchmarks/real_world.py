@@ -47,14 +47,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from obliviate.benchmarks.types import EvalSet, LoadedBenchmark
 from obliviate.data.loading import QA_SUFFIXES, RawRows, format_problem, parse_records, raise_problems, read_rows
 from obliviate.data.records import QARecord
 from obliviate.errors import DataError, ObliviateError
-
-if TYPE_CHECKING:  # the evaluation modules import torch; keep loading the data light
-    from obliviate.evaluation.runner import LoadedBenchmark
+from obliviate.evaluation.aggregates import Aggregate, forget_efficacy, harmonic_mean
 
 __all__ = [
     "FILE_STEMS",
@@ -360,21 +359,16 @@ def real_world_benchmark(source: str | Path | RealWorldSplits | None = None) -> 
     ``info["real_world"]`` is True, so the generation is the entailment premise on both. ``source`` is a
     folder, already loaded splits, or None for the shipped example.
     """
-    from obliviate.evaluation.runner import LoadedBenchmark
-    from obliviate.evaluation.suite import EvalSet
-
     splits = source if isinstance(source, RealWorldSplits) else load_real_world(source)
     sets = [EvalSet(FORGET_SET, splits.forget_eval, "forget"), EvalSet(NEIGHBOR_SET, splits.neighbor_eval, "retain")]
     info = {"name": "real_world", "source": str(splits.folder), "real_world": True,
             "neighbor_layout": splits.neighbor_layout, "forget_people": splits.forget_people,
             "neighbor_people": splits.neighbor_people, "neighbor_eval_people": splits.neighbor_eval_people}
-    return LoadedBenchmark(sets, info, [splits.files[key] for key in FILE_STEMS])
+    return LoadedBenchmark(sets, info, [splits.files[key] for key in FILE_STEMS], aggregate=real_world_aggregates)
 
 
 def _neighbor_utility(name: str, metrics: Mapping[str, float | None] | None, note: str):
     """Harmonic mean of the six neighbour-set metrics as an Aggregate; unavailable ones are left out."""
-    from obliviate.evaluation.aggregates import Aggregate, harmonic_mean
-
     wanted = [f"{NEIGHBOR_SET}.{m}" for m in _MU_METRICS]
     if metrics is None:
         return Aggregate(name, None, True, False, missing=wanted, reason="the neighbour set was not evaluated")
@@ -408,8 +402,6 @@ def real_world_aggregates(sets: Mapping[str, Mapping[str, Any]]) -> dict[str, di
     neighbour layout; ``model_utility_tofu`` and ``forget_quality`` are unavailable with the reason;
     ``forget_efficacy`` comes from the forget set as in every scenario.
     """
-    from obliviate.evaluation.aggregates import Aggregate, forget_efficacy
-
     values = {name: {m: s["metrics"][m]["value"] for m in _MU_METRICS if m in s["metrics"]}
               for name, s in sets.items()}
     neighbor = values.get(NEIGHBOR_SET)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from obliviate.benchmarks.types import LoadedBenchmark
 from obliviate.errors import ObliviateError
 
 __all__ = ["CHANCE", "WMDP_TASKS", "is_forget_task", "wmdp_benchmark", "wmdp_sections"]
@@ -53,12 +54,11 @@ def wmdp_sections(record: dict) -> dict:
 
 
 def wmdp_benchmark(tasks: Sequence[str] = (), *, include_path: str | Path | None = None, limit: int | None = None):
-    """A :class:`~obliviate.evaluation.runner.LoadedBenchmark` scoring lm-eval tasks (default :data:`WMDP_TASKS`).
+    """A :class:`~obliviate.benchmarks.types.LoadedBenchmark` scoring lm-eval tasks (default :data:`WMDP_TASKS`).
 
     The task names are checked now (lm-eval installed, every name known), before any model is loaded.
     """
     from obliviate.evaluation.general import _check_arguments, check_tasks, run_general_ability
-    from obliviate.evaluation.runner import LoadedBenchmark
 
     names = [t.strip() for t in (tasks or WMDP_TASKS) if t.strip()]
     if not names:

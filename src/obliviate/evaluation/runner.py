@@ -17,13 +17,14 @@ import hashlib
 import json
 import platform
 import subprocess
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from obliviate import __version__
+from obliviate.benchmarks.real_world import real_world_aggregates, real_world_benchmark
+from obliviate.benchmarks.types import BENCHMARKS, BenchmarkSpec, EvalSet, Holdout, LoadedBenchmark
 from obliviate.data.formatting import PromptFormatter
 from obliviate.data.loading import load_qa, parse_records, read_rows
 from obliviate.errors import DataError, ObliviateError
@@ -32,9 +33,7 @@ from obliviate.files import write_json_atomic
 from obliviate.outputs import OutputLock, creation_problem
 from obliviate.evaluation.privacy_eval import retain_scores_from_results
 from obliviate.evaluation.suite import (
-    EvalSet,
     EvalSettings,
-    Holdout,
     RetainReference,
     Scorers,
     evaluate_model,
@@ -42,32 +41,6 @@ from obliviate.evaluation.suite import (
 )
 
 SCHEMA_VERSION = 1
-BENCHMARKS = ("tofu", "synthetic", "real_world", "files", "muse", "wmdp")
-
-
-@dataclass
-class BenchmarkSpec:
-    kind: str = "tofu"                  # tofu | synthetic | files
-    source: str | None = None           # TOFU folder / hub id, or synthetic folder
-    split: str = "forget05"
-    task: int = 1
-    files: dict[str, str] = field(default_factory=dict)   # kind "files": set name -> file
-    real_world: bool = False
-    holdout: str | None = None          # a QA file of non-members; default: the benchmark's own holdout set
-    tasks: list[str] = field(default_factory=list)        # kind "wmdp": lm-eval tasks (default: WMDP_TASKS)
-    include_path: str | None = None                       # kind "wmdp": extra lm-eval task YAML files
-    limit: int | None = None                              # kind "wmdp": first N documents per task
-
-
-@dataclass
-class LoadedBenchmark:
-    sets: list[EvalSet]
-    info: dict
-    files: list[Path]
-    holdout: Holdout | None = None      # non-members for the membership-inference attacks (privacy)
-    # Benchmarks with their own measures (MUSE, WMDP): evaluator(model, tokenizer, settings) -> the record's
-    # sections ("sets", "aggregates" and any of their own); None for the question-answer suite.
-    evaluator: Callable[..., dict] | None = None
 
 
 def _utility_records(path: Path):
@@ -118,7 +91,6 @@ def _load_sets(spec: BenchmarkSpec) -> LoadedBenchmark:
             holdout = Holdout(*load_tofu_holdout(spec.source, spec.split))
         return LoadedBenchmark(sets, info, files, holdout)
     if spec.kind == "real_world":
-        from obliviate.benchmarks.real_world import real_world_benchmark
         return real_world_benchmark(spec.source)
     if spec.kind == "muse":
         from obliviate.benchmarks.muse import muse_benchmark
@@ -159,7 +131,10 @@ def _load_sets(spec: BenchmarkSpec) -> LoadedBenchmark:
     if not sets:
         raise ObliviateError("the files benchmark needs at least one evaluation set besides the holdout set")
     info = {"name": "files", "files": dict(spec.files), "real_world": spec.real_world}
-    return LoadedBenchmark(sets, info, [Path(p) for n, p in spec.files.items() if n != "holdout"], holdout)
+    # Real-world files (forget people + neighbours): MU over the neighbour facts, no Forget Quality.
+    aggregate = real_world_aggregates if spec.real_world and "neighbor" in spec.files else None
+    return LoadedBenchmark(sets, info, [Path(p) for n, p in spec.files.items() if n != "holdout"], holdout,
+                           aggregate=aggregate)
 
 
 def _sha256(path: Path) -> str:
@@ -325,7 +300,7 @@ def _evaluate(model_spec: str, loaded: LoadedBenchmark, out_path: Path, *, setti
         else:
             fq_reason = "no retain model: pass --retain-model or --retain-results"
     body = evaluate_model(model, formatter, loaded.sets, scorers=scorers, settings=settings, retain=retain,
-                          fq_reason=fq_reason, holdout=loaded.holdout, seed=seed)
+                          fq_reason=fq_reason, holdout=loaded.holdout, seed=seed, aggregate=loaded.aggregate)
     return _write_record(out_path, body, model_spec=model_spec, model=model, template=template,
                          prompt_format=formatter.describe(), run_info=run_info, loaded=loaded, seed=seed,
                          settings=settings, scorers=scorers, retain_model=retain_model, retain_results=retain_results)

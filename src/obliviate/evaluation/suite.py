@@ -28,6 +28,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from obliviate.benchmarks.types import Aggregation, EvalSet, Holdout
 from obliviate.data.formatting import PromptFormatter
 from obliviate.data.records import QARecord
 from obliviate.evaluation import aggregates as agg
@@ -46,24 +47,8 @@ from obliviate.likelihood import (
     tree_prompt_logprobs,
 )
 
-SET_KINDS = {"forget": "forget", "retain": "retain", "real_authors": "utility", "world_facts": "utility"}
 SIX = ("rouge_l", "probability", "truth_ratio", "token_entropy", "cosine_similarity", "entailment")
 MEMORIZATION = ("exact_memorization", "extraction_strength")
-
-
-@dataclass
-class EvalSet:
-    """One evaluation set: ``name`` is forget / retain / real_authors / world_facts (or any name with a kind)."""
-
-    name: str
-    records: list[QARecord]
-    kind: str = ""
-
-    def __post_init__(self):
-        if not self.kind:
-            self.kind = SET_KINDS.get(self.name, "retain")
-        if self.kind not in ("forget", "retain", "utility"):
-            raise ValueError(f"set kind must be forget, retain or utility, got {self.kind!r}")
 
 
 @dataclass
@@ -218,18 +203,6 @@ def forget_truth_x(model, formatter: PromptFormatter, eval_set: EvalSet, setting
     if xs is None:
         raise ObliviateError(f"set '{eval_set.name}' has no perturbed answers: Forget Quality needs them")
     return xs
-
-
-@dataclass
-class Holdout:
-    """Non-members for the membership-inference attacks: questions the model was never trained on.
-
-    ``records`` is None when the benchmark has none, and ``info["reason"]`` then says why; ``info`` also says
-    where the rows came from (``source``).
-    """
-
-    records: list[QARecord] | None
-    info: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -427,8 +400,12 @@ def _privacy(model, formatter: PromptFormatter, sets: Sequence[EvalSet], records
 def evaluate_model(model, formatter: PromptFormatter, sets: Sequence[EvalSet], *, scorers: Scorers,
                    settings: EvalSettings, retain_truth_x: list[float] | None = None,
                    fq_reason: str | None = None, holdout: Holdout | None = None,
-                   retain: RetainReference | None = None, seed: int = 0) -> dict:
+                   retain: RetainReference | None = None, seed: int = 0,
+                   aggregate: Aggregation | None = None) -> dict:
     """The ``sets``, ``aggregates`` and ``privacy`` sections of a results record for one model.
+
+    ``aggregate`` is the benchmark's own ``aggregates`` section (the real-world scenario's MU over the
+    neighbour set, :class:`~obliviate.benchmarks.types.LoadedBenchmark`); by default TOFU's (:func:`aggregates`).
 
     ``retain`` (a retain model's truth-ratio values, memorisation and attack scores) supplies Forget
     Quality, the forget-set references and the privacy leakage; ``retain_truth_x`` alone still serves Forget
@@ -445,11 +422,8 @@ def evaluate_model(model, formatter: PromptFormatter, sets: Sequence[EvalSet], *
             entry = forget["metrics"].get(metric)
             if entry is not None and value is not None:
                 entry["reference"] = value
-    real_world = settings.real_world and "neighbor" in out_sets
-    if real_world:
-        # Real-world layout (forget people + neighbours): MU over the neighbour facts, no Forget Quality.
-        from obliviate.benchmarks.real_world import real_world_aggregates
-        body = {"sets": out_sets, "aggregates": real_world_aggregates(out_sets)}
+    if aggregate is not None:
+        body = {"sets": out_sets, "aggregates": aggregate(out_sets)}
     else:
         kwargs = {"fq_reason": fq_reason} if fq_reason else {}
         body = {"sets": out_sets, "aggregates": aggregates(out_sets, retain_truth_x=retain_truth_x, **kwargs)}

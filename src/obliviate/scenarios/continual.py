@@ -40,19 +40,16 @@ import argparse
 import json
 import shutil
 import sys
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from obliviate.benchmarks.types import BenchmarkSpec, EvalSet, LoadedBenchmark
 from obliviate.config import ContinualConfig, config_to_dict, load_continual_config
 from obliviate.data.loading import format_problem, raise_problems
 from obliviate.data.texts import load_set
 from obliviate.data.records import QARecord
 from obliviate.errors import ConfigError, DataError, ObliviateError
-
-if typing.TYPE_CHECKING:
-    from obliviate.evaluation.runner import LoadedBenchmark
 
 SUMMARY_FILE = "continual.json"
 """The run's summary, in the output folder: config, plan, and the aggregates after every finished step."""
@@ -146,9 +143,6 @@ def _steps_error(n: int, total: int, where: str, hub: bool) -> ConfigError:
 
 def _step_benchmark(base: LoadedBenchmark, forget_eval: dict[int, list[QARecord]] | None, step: int):
     """The evaluation sets after ``step``: the forget rows of tasks 1..step, and the base's other sets."""
-    from obliviate.evaluation.runner import LoadedBenchmark
-    from obliviate.evaluation.suite import EvalSet
-
     tasks = list(range(1, step + 1))
     sets = []
     if forget_eval is not None:
@@ -159,7 +153,7 @@ def _step_benchmark(base: LoadedBenchmark, forget_eval: dict[int, list[QARecord]
     info.update(scenario="continual", tasks=tasks, continual_step=step)
     if forget_eval is None:
         info["missing_sets"] = sorted(set(info.get("missing_sets") or []) | {"forget"})
-    return LoadedBenchmark(sets, info, list(base.files), base.holdout)
+    return LoadedBenchmark(sets, info, list(base.files), base.holdout, aggregate=base.aggregate)
 
 
 def plan_continual(cfg: ContinualConfig) -> ContinualPlan:
@@ -168,7 +162,7 @@ def plan_continual(cfg: ContinualConfig) -> ContinualPlan:
     Raises ConfigError when ``continual.steps`` exceeds the tasks the data has, and DataError for rows without
     ``task_id``, task numbers with gaps, or top-up rows that are rows to forget.
     """
-    from obliviate.evaluation.runner import BenchmarkSpec, load_benchmark
+    from obliviate.evaluation.runner import load_benchmark
 
     d, c = cfg.data, cfg.continual
     evaluate = cfg.eval.enabled

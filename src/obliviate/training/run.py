@@ -35,6 +35,7 @@ import yaml
 from transformers import TrainerCallback, TrainingArguments, set_seed
 
 from obliviate import __version__
+from obliviate.benchmarks.types import BenchmarkSpec, Holdout, LoadedBenchmark
 from obliviate.config import FinetuneConfig, RunConfig, UnlearnConfig, config_to_dict
 from obliviate.data.formatting import PromptFormatter
 from obliviate.data.loading import load_qa
@@ -472,15 +473,11 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
 
 def eval_benchmark(cfg: UnlearnConfig):
     """The benchmark an unlearning run is evaluated on, inferred from its data section (and ``eval.holdout``)."""
-    from obliviate.evaluation.runner import BenchmarkSpec
-
     bench = _inferred_benchmark(cfg)
     if cfg.eval.holdout:
         if isinstance(bench, BenchmarkSpec):
             bench.holdout = cfg.eval.holdout
         else:
-            from obliviate.data.loading import load_qa
-            from obliviate.evaluation.suite import Holdout
             bench.holdout = Holdout(load_qa(cfg.eval.holdout), {"source": cfg.eval.holdout})
     return bench
 
@@ -490,7 +487,6 @@ def _inferred_benchmark(cfg: UnlearnConfig):
     from its data section (a forget file inside a MUSE folder is evaluated on MUSE)."""
     from obliviate.benchmarks.muse import find_muse_root
     from obliviate.data.texts import detect_format
-    from obliviate.evaluation.runner import BenchmarkSpec
 
     d, e = cfg.data, cfg.eval
     if e.benchmark == "wmdp":
@@ -556,7 +552,7 @@ def _evaluation_inputs(cfg: UnlearnConfig, benchmark):
     found after hours of training would cost the run."""
     if not cfg.eval.enabled:
         return benchmark
-    from obliviate.evaluation.runner import LoadedBenchmark, load_benchmark, retain_reference_from_results
+    from obliviate.evaluation.runner import load_benchmark, retain_reference_from_results
 
     spec = benchmark or eval_benchmark(cfg)
     loaded = spec if isinstance(spec, LoadedBenchmark) else load_benchmark(spec)
