@@ -9,7 +9,8 @@ file that :func:`remove_stale_temps` deletes on the next write of the same targe
 holding the target's lock (:class:`obliviate.outputs.OutputLock`).
 
 Whole folders (a saved model, a synthetic benchmark, a finished run) are built under a hidden sibling name
-(:func:`new_temp_dir`) and moved into place with :func:`replace_dir`.
+(:func:`new_temp_dir`) and moved into place with :func:`replace_dir`. The JSON records are read back with
+:func:`read_json_object`.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from obliviate.errors import ObliviateError
+from obliviate.errors import DataError, ObliviateError
 
-__all__ = ["new_temp_dir", "remove_stale_temps", "replace_dir", "write_json_atomic", "write_text_atomic",
-           "write_texts_atomic"]
+__all__ = ["new_temp_dir", "read_json_object", "remove_stale_temps", "replace_dir", "write_json_atomic",
+           "write_text_atomic", "write_texts_atomic"]
 
 TEMP_SUFFIX = ".tmp"
 
@@ -179,3 +180,36 @@ def replace_dir(staging: str | Path, target: str | Path) -> None:
             shutil.rmtree(backup, ignore_errors=True)
         else:
             backup.unlink(missing_ok=True)
+
+
+def read_json_object(path: str | Path, *, strict: bool = False, missing: str = "no such file") -> dict | None:
+    """The JSON object in ``path``.
+
+    By default None when the file is missing, unreadable, not JSON or not an object (a record that may not be
+    there yet). ``strict``: a DataError naming the file (and the line of a JSON error) instead, with
+    ``missing`` as the message when there is no file.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if strict:
+            raise DataError(missing, path=str(path)) from None
+        return None
+    except json.JSONDecodeError as exc:
+        if strict:
+            raise DataError(f"not valid JSON ({exc.msg})", path=str(path), line=exc.lineno) from None
+        return None
+    except UnicodeDecodeError:
+        if strict:
+            raise DataError("not UTF-8 text", path=str(path)) from None
+        return None
+    except OSError as exc:
+        if strict:
+            raise DataError(f"cannot read: {exc.strerror or exc}", path=str(path)) from None
+        return None
+    if not isinstance(data, dict):
+        if strict:
+            raise DataError("expected a JSON object", path=str(path))
+        return None
+    return data

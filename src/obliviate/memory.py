@@ -67,7 +67,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from obliviate.errors import ModelLoadError
@@ -656,8 +656,3 @@ def format_estimate(est: MemoryEstimate, shape: ModelShape, setup: TrainingSetup
         if hints:
             lines.append("  to fit, try: " + "; ".join(hints))
     return "\n".join(lines)
-
-
-def with_overrides(setup: TrainingSetup, **changes) -> TrainingSetup:
-    """A copy of ``setup`` with some fields changed (for tables over devices and stages)."""
-    return replace(setup, **changes)

@@ -13,21 +13,23 @@
   replaced (``overwrite=true``) only when obliviate wrote it.
 * :func:`is_main_process`: in a multi-process run (torchrun, accelerate) only the global main process touches
   output folders.
+* :func:`environment`: the versions and device a record was made with.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
+import platform
 import shutil
+import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
 from obliviate import __version__
 from obliviate.errors import ObliviateError
 
-__all__ = ["MARKER", "OutputBusyError", "OutputLock", "RunFolder", "creation_problem", "is_main_process",
+__all__ = ["MARKER", "OutputBusyError", "OutputLock", "RunFolder", "creation_problem", "environment", "is_main_process",
            "output_path_problems", "resolve_output_path", "written_by_obliviate"]
 
 MARKER = ".obliviate"
@@ -333,10 +335,22 @@ class RunFolder:
             self.lock.release(keep_folders=keep)
 
 
-def read_json_object(path: Path) -> dict | None:
-    """The JSON object in ``path``, or None when it is missing, unreadable or not an object."""
+def _git_commit() -> str | None:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
         return None
-    return data if isinstance(data, dict) else None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment() -> dict:
+    """What a record (``results.json``, ``run.json``) says it was made with: versions, device, git commit."""
+    # Deferred: torch and transformers take seconds to import, and the report and config commands use this module.
+    import torch
+    import transformers
+
+    return {"obliviate": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+            "git_commit": _git_commit()}

@@ -30,6 +30,7 @@ from jinja2.exceptions import TemplateError
 
 from obliviate.errors import ConfigError
 
+#: Label value of positions that no loss may see (question tokens under ``mask=true``, padding).
 IGNORE_INDEX = -100
 TEMPLATES = ("chat", "llama2", "llama3", "plain")
 

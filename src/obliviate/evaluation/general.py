@@ -18,7 +18,6 @@ import datetime as _dt
 import difflib
 import functools
 import importlib.metadata
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,6 +25,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from obliviate.errors import ConfigError, DataError, ObliviateError
+from obliviate.files import read_json_object, remove_stale_temps, write_json_atomic
+from obliviate.outputs import OutputLock
 
 __all__ = [
     "GENERAL_ABILITY_FILENAME",
@@ -321,20 +322,6 @@ def _model_info(model: Any) -> dict[str, Any]:
 # Records on disk
 
 
-def _read_json_object(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError("no such file", path=str(path)) from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"not valid JSON ({exc.msg})", path=str(path), line=exc.lineno) from None
-    except OSError as exc:
-        raise DataError(f"cannot read: {exc.strerror or exc}", path=str(path)) from None
-    if not isinstance(data, dict):
-        raise DataError("expected a JSON object", path=str(path))
-    return data
-
-
 def _is_evaluation_record(data: Mapping[str, Any]) -> bool:
     """A results.json written by ``obliviate eval`` (docs/results.md), as opposed to any other JSON file."""
     return "schema_version" in data and isinstance(data.get("sets"), dict)
@@ -350,8 +337,6 @@ def add_general_ability(results_path: str | Path, general: Mapping[str, Any]) ->
     Raises:
         DataError: the file is missing, not JSON, not an evaluation record, or ``general`` is malformed.
     """
-    from obliviate.files import remove_stale_temps, write_json_atomic
-    from obliviate.outputs import OutputLock
     from obliviate.reporting.general import validate_general_ability
 
     path = Path(results_path)
@@ -361,7 +346,7 @@ def add_general_ability(results_path: str | Path, general: Mapping[str, Any]) ->
     # The same lock `obliviate eval` takes on this file: the read-modify-write never interleaves with another.
     with OutputLock(path, what="results file"):
         remove_stale_temps(path)
-        record = _read_json_object(path)
+        record = read_json_object(path, strict=True)
         if not _is_evaluation_record(record):
             raise DataError("is not an evaluation record (no schema_version and sets); write the general-ability "
                             f"record to its own file ({GENERAL_ABILITY_FILENAME}) instead", path=str(path))
@@ -412,7 +397,7 @@ def _targets(model_arg: str, out: str | None) -> tuple[str, Path, Path | None]:
         target = Path(out)
         if target.suffix.lower() == ".json" and not target.is_dir():
             if target.is_file():
-                existing = _read_json_object(target)
+                existing = read_json_object(target, strict=True)
                 if _is_evaluation_record(existing):
                     return spec, target.parent / GENERAL_ABILITY_FILENAME, target
                 if "tasks" not in existing or "lm_eval_version" not in existing:
@@ -426,9 +411,7 @@ def _targets(model_arg: str, out: str | None) -> tuple[str, Path, Path | None]:
 
 def _cmd_general(args: argparse.Namespace) -> int:
     from obliviate.evaluation.runner import check_output_file
-    from obliviate.files import remove_stale_temps, write_json_atomic
     from obliviate.models import load_model
-    from obliviate.outputs import OutputLock
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if not tasks:

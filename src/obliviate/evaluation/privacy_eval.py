@@ -14,8 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from obliviate.data.formatting import PromptFormatter
 from obliviate.data.records import QARecord
 from obliviate.errors import DataError

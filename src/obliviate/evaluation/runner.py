@@ -14,23 +14,18 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
-import platform
-import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from obliviate import __version__
 from obliviate.benchmarks.real_world import real_world_aggregates, real_world_benchmark
 from obliviate.benchmarks.types import BENCHMARKS, BenchmarkSpec, EvalSet, Holdout, LoadedBenchmark
 from obliviate.data.formatting import PromptFormatter
 from obliviate.data.loading import load_qa, parse_records, read_rows
 from obliviate.errors import DataError, ObliviateError
-from obliviate.files import remove_stale_temps
-from obliviate.files import write_json_atomic
-from obliviate.outputs import OutputLock, creation_problem
+from obliviate.files import read_json_object, remove_stale_temps, write_json_atomic
+from obliviate.outputs import OutputLock, creation_problem, environment
 from obliviate.evaluation.privacy_eval import retain_scores_from_results
 from obliviate.evaluation.suite import (
     EvalSettings,
@@ -145,23 +140,6 @@ def _sha256(path: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def environment() -> dict:
-    import transformers
-    return {"obliviate": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version(), "platform": platform.platform(),
-            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-            "git_commit": _git_commit()}
-
-
 def check_output_file(path: str | Path, what: str = "--out") -> Path:
     """Refuse an output file that cannot be written, before any work is done: a folder, or a place where
     nothing can be created (under a file, in a read-only folder)."""
@@ -189,12 +167,7 @@ def _read_retain_results(path: str | Path) -> tuple[Path, dict]:
     path = Path(path)
     if path.is_dir():
         path = path / "results.json"
-    try:
-        return path, json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError("retain results not found", path=str(path)) from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"not valid JSON ({exc.msg})", path=str(path), line=exc.lineno) from None
+    return path, read_json_object(path, strict=True, missing="retain results not found")
 
 
 def retain_reference_from_results(path: str | Path, forget_questions: list[str], holdout: Holdout | None,
@@ -341,10 +314,7 @@ def _data_hashes(files: list[Path]) -> dict[str, str]:
 
 
 def _previous_general_ability(path: Path, model_spec: str) -> dict | None:
-    try:
-        old = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    if isinstance(old, dict) and old.get("model", {}).get("spec") == model_spec:
+    old = read_json_object(path)
+    if old is not None and old.get("model", {}).get("spec") == model_spec:
         return old.get("general_ability")
     return None

@@ -195,16 +195,6 @@ def _records(eval_set: EvalSet, settings: EvalSettings) -> list[QARecord]:
     return records
 
 
-def forget_truth_x(model, formatter: PromptFormatter, eval_set: EvalSet, settings: EvalSettings) -> list[float]:
-    """Per-item truth-ratio values of a set (what Forget Quality compares), without generating."""
-    outputs = _run_model(model, formatter, [(_records(eval_set, settings), eval_set.kind)], settings,
-                         generate=False)[0]
-    xs = _truth_x(outputs.para_lp, outputs.pert_lp)
-    if xs is None:
-        raise ObliviateError(f"set '{eval_set.name}' has no perturbed answers: Forget Quality needs them")
-    return xs
-
-
 @dataclass
 class RetainReference:
     """What a retain model contributes to another model's evaluation.

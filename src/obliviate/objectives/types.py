@@ -14,13 +14,11 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
+from obliviate.data.formatting import IGNORE_INDEX
 from obliviate.errors import ConfigError
 
 if TYPE_CHECKING:
     from obliviate.objectives.chunked import HeadLogits
-
-#: Label value of positions that no loss may see (question tokens under ``mask=true``, padding).
-IGNORE_INDEX = -100
 
 #: The two directions of the ME forget term (docs/methods.md). The first is the released code of Yuan et al.
 #: (2024), which produced the published numbers; the second is the paper's equation.

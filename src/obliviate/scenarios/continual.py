@@ -50,6 +50,8 @@ from obliviate.data.loading import format_problem, raise_problems
 from obliviate.data.texts import load_set
 from obliviate.data.records import QARecord
 from obliviate.errors import ConfigError, DataError, ObliviateError
+from obliviate.files import read_json_object, write_json_atomic
+from obliviate.outputs import MARKER, OutputLock, is_main_process, written_by_obliviate
 
 SUMMARY_FILE = "continual.json"
 """The run's summary, in the output folder: config, plan, and the aggregates after every finished step."""
@@ -276,21 +278,13 @@ def _comparable(cfg: ContinualConfig) -> dict:
     return tree
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _claim_output(out: Path, cfg: ContinualConfig) -> None:
     """Make sure ``out`` is free or holds this same run; with ``overwrite`` a different run's steps are removed."""
     if not out.exists():
         return
     if not out.is_dir():
         raise ObliviateError(f"output_dir {out} is a file; choose a folder")
-    previous = _read_json(out / SUMMARY_FILE)
+    previous = read_json_object(out / SUMMARY_FILE)
     leftovers = sorted(p for p in out.iterdir() if p.name.startswith(STEP_PREFIX) or p.name == SUMMARY_FILE)
     if previous is not None and previous.get("kind") == "continual" and previous.get("config") == _comparable(cfg):
         return  # the same run: continue it
@@ -301,7 +295,6 @@ def _claim_output(out: Path, cfg: ContinualConfig) -> None:
                else "holds step folders but no readable continual.json")
         raise ObliviateError(f"output folder {out} {why}; choose another output_dir, or set overwrite=true "
                              f"to replace its steps")
-    from obliviate.outputs import MARKER, written_by_obliviate
     foreign = [p for p in leftovers if p.is_dir() and not written_by_obliviate(p)
                and not (p.name.endswith(".partial") and (p / MARKER).is_file())]
     if foreign:
@@ -315,7 +308,6 @@ def _claim_output(out: Path, cfg: ContinualConfig) -> None:
 
 
 def _write_summary(path: Path, summary: dict) -> None:
-    from obliviate.files import write_json_atomic
 
     write_json_atomic(path, summary)
 
@@ -329,8 +321,8 @@ def _aggregate_entry(results: dict | None, name: str, reason: str) -> dict:
 
 
 def _step_entry(sp: StepPlan, folder: Path, out: Path, info: dict, eval_enabled: bool) -> dict:
-    run = _read_json(folder / "run.json") or {}
-    results = _read_json(folder / "results.json")
+    run = read_json_object(folder / "run.json") or {}
+    results = read_json_object(folder / "results.json")
     if not eval_enabled:
         reason = "evaluation is off (eval.enabled=false)"
     elif results is None:
@@ -384,7 +376,6 @@ def run_continual(cfg: ContinualConfig, *, resume: bool = False, plan: Continual
     :func:`plan_continual`) saves loading the data twice. Returns where everything is, with the summary
     written to ``<output_dir>/continual.json``. The output folder is locked against a second process.
     """
-    from obliviate.outputs import OutputLock, is_main_process
 
     plan = plan or plan_continual(cfg)
     _check_retain_results(cfg, plan)
@@ -467,7 +458,7 @@ def write_continual_report(output_dir: str | Path, *, out_html: str | Path | Non
     from obliviate.reporting.write import write_report_files
 
     out = Path(output_dir)
-    summary = _read_json(out / SUMMARY_FILE)
+    summary = read_json_object(out / SUMMARY_FILE)
     if summary is None or summary.get("kind") != "continual":
         raise DataError("not a continual run folder (no readable continual.json)", path=str(out))
     paths = [out / s["results"] for s in summary.get("steps", []) if s.get("results")]
@@ -520,7 +511,6 @@ def _cmd_continual(args: argparse.Namespace) -> int:
                       for k in ("model_utility", "forget_efficacy", "forget_quality"))
         print(f"  {e['step']:>4}  {len(e['tasks_forgotten']):>5}  {mu:>6}  {fe:>6}  {fq:>9}"
               + ("  (reused)" if step.skipped else ""))
-    from obliviate.outputs import is_main_process
     report = write_continual_report(result.output_dir) if is_main_process() else None
     print(f"\nmodel after the last step: {result.model_dir}\nsummary: {result.summary_path}")
     if report is not None:

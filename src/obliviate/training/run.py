@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import platform
 import shutil
 import time
 from collections import Counter
@@ -34,7 +33,6 @@ import torch
 import yaml
 from transformers import TrainerCallback, TrainingArguments, set_seed
 
-from obliviate import __version__
 from obliviate.benchmarks.types import BenchmarkSpec, Holdout, LoadedBenchmark
 from obliviate.config import FinetuneConfig, RunConfig, UnlearnConfig, config_to_dict
 from obliviate.data.formatting import PromptFormatter
@@ -43,9 +41,9 @@ from obliviate.data.refusals import load_refusals
 from obliviate.data.texts import load_set
 from obliviate.data.records import QARecord, TextRecord
 from obliviate.errors import ConfigError, DataError, ObliviateError
-from obliviate.files import write_json_atomic, write_text_atomic
+from obliviate.files import read_json_object, write_json_atomic, write_text_atomic
 from obliviate.objectives import ObjectiveParams, resolve_method
-from obliviate.outputs import RunFolder, is_main_process, read_json_object
+from obliviate.outputs import RunFolder, environment, is_main_process
 from obliviate.reporting.model_card import update_card_with_results, write_run_card
 from obliviate.training.checkpoints import last_complete_checkpoint
 from obliviate.training.data import PartsCollator, UnlearningDataset
@@ -61,7 +59,6 @@ class RunResult:
     output_dir: Path
     model_dir: Path
     log_history: list[dict]
-    skipped: bool = False
 
 
 # -- data -----------------------------------------------------------------------------------------------------
@@ -132,13 +129,6 @@ def is_complete(output_dir: str | Path) -> bool:
     """True when ``output_dir`` holds a finished run."""
     record = read_json_object(Path(output_dir) / "run.json")
     return record is not None and record.get("status") == "complete"
-
-
-def _environment() -> dict:
-    import transformers
-    return {"obliviate": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version(),
-            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"}
 
 
 # -- training -------------------------------------------------------------------------------------------------
@@ -463,7 +453,7 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
         record = {"status": "complete", "kind": kind, **summary, "examples": len(dataset),
                   "optimizer_steps": trainer.state.global_step, "seconds": round(time.time() - started, 1),
                   "resumed_from": checkpoint, "skipped_updates": guard.skipped_updates,
-                  "skipped_steps": guard.skipped_steps, "environment": _environment(),
+                  "skipped_steps": guard.skipped_steps, "environment": environment(),
                   "log_history": trainer.state.log_history}
         # Checkpoints were only for resuming; the engine creates the folder even when it saves none.
         shutil.rmtree(checkpoints, ignore_errors=True)

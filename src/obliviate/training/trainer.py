@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import Trainer, TrainerCallback
 
+from obliviate.data.formatting import IGNORE_INDEX
 from obliviate.forward import DEFAULT_PACK_LENGTH, Split, forward_parts, inspect_model
 from obliviate.likelihood import sequence_logprobs
 from obliviate.objectives import (DEFAULT_CHUNK_SIZE, HeadLogits, ObjectiveParams, SequenceOutputs,
@@ -227,7 +228,7 @@ class UnlearningTrainer(Trainer):
         self._token_normalizers = {}
         if batch_samples:
             parts = list(batch_samples[0])
-            counts = [sum(int((b[p]["labels"][:, 1:] != -100).sum()) for b in batch_samples) for p in parts]
+            counts = [sum(int((b[p]["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batch_samples) for p in parts]
             processes = self.accelerator.num_processes
             totals = self._sum_over_processes(counts) if processes > 1 else counts
             for part, total in zip(parts, totals):
