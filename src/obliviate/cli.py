@@ -13,12 +13,30 @@ Exit status:
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
 
+import yaml
+
 from obliviate import __version__
-from obliviate.errors import ObliviateError
+from obliviate.benchmarks.synthetic import generate_benchmark
+from obliviate.benchmarks.types import BenchmarkSpec
+from obliviate.config import config_from_dict, load_config, read_config_file
+from obliviate.errors import DataError, ModelLoadError, ObliviateError
+from obliviate.memory import (
+    estimate_memory,
+    format_estimate,
+    load_config_file,
+    read_model_config,
+    setup_from_config,
+    shape_from_config,
+)
+from obliviate.outputs import is_main_process
+from obliviate.reporting import load_results, write_report
+from obliviate.reporting.summary import full_table_hint, summary_table
+from obliviate.reporting.write import check_report_path
 
 EXIT_USER_ERROR = 2
 EXIT_STOPPED = 3
@@ -34,6 +52,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:
+    # Deferred: imports torch, which this module otherwise avoids.
     from obliviate.objectives import list_methods
     from obliviate.objectives.registry import FORGET_TERMS, REGULARIZERS
 
@@ -51,6 +70,7 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
+    # Deferred: imports torch and transformers, which this module otherwise avoids.
     from obliviate.models import ensure_default_model, list_models
 
     if args.force and not args.convert:
@@ -66,8 +86,6 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from obliviate.benchmarks.synthetic import generate_benchmark
-
     bench = generate_benchmark(authors=args.authors, facts=args.facts, seed=args.seed,
                                forget_authors=args.forget_authors, holdout_authors=args.holdout_authors)
     out = bench.write(args.out, overwrite=args.overwrite)
@@ -80,7 +98,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _run_training(kind: str, args: argparse.Namespace) -> int:
-    from obliviate.config import load_config
+    # Deferred: imports torch and transformers, which this module otherwise avoids.
     from obliviate.training.run import finetune, unlearn
 
     cfg = load_config(kind, args.config, args.overrides)
@@ -95,7 +113,6 @@ def _run_training(kind: str, args: argparse.Namespace) -> int:
         print(f"\ninterrupted; checkpoints (if train.save_strategy is set) are in {cfg.output_dir}.partial — "
               f"rerun the same command with --resume to continue", file=sys.stderr)
         return EXIT_INTERRUPTED
-    from obliviate.outputs import is_main_process
     if is_main_process():  # under torchrun / accelerate every process runs this; one reports
         print(f"model saved to {result.model_dir}")
     return 0
@@ -103,10 +120,6 @@ def _run_training(kind: str, args: argparse.Namespace) -> int:
 
 def _print_memory_estimate(cfg, args: argparse.Namespace) -> None:
     """The dry run's peak-memory estimate per device (obliviate.memory; docs/scaling.md)."""
-    from obliviate.errors import ModelLoadError
-    from obliviate.memory import (estimate_memory, format_estimate, load_config_file, read_model_config,
-                                  setup_from_config, shape_from_config)
-
     try:
         if args.model_config:
             config, source = load_config_file(args.model_config)
@@ -144,12 +157,6 @@ def _check_counts(args: argparse.Namespace) -> None:
 
 def _run_folder_info(run_dir: Path) -> tuple[dict, str | None]:
     """What an evaluation records about the run in ``run_dir``, and the prompt template it trained with."""
-    import json
-
-    import yaml
-
-    from obliviate.errors import DataError
-
     path = run_dir / "run.json"
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
@@ -191,7 +198,7 @@ def _run_folder_info(run_dir: Path) -> tuple[dict, str | None]:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from obliviate.benchmarks.types import BenchmarkSpec
+    # Deferred: imports torch and transformers, which this module otherwise avoids.
     from obliviate.evaluation.runner import evaluate
     from obliviate.evaluation.suite import EvalSettings
 
@@ -231,6 +238,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                        retain_results=args.retain_results, run_info=run_info, seed=args.seed)
     _print_results_summary(results)
     print(f"results written to {out}")
+    # Deferred: imports torch and transformers, which this module otherwise avoids.
     from obliviate.reporting.model_card import update_card_with_results
     if update_card_with_results(out, results) is not None:  # a run's results.json: its model card gets the numbers
         print(f"model card updated: {Path(out).parent / 'model' / 'README.md'}")
@@ -270,11 +278,8 @@ def _print_results_summary(results: dict) -> None:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     """Run several configs in order (finished runs are reused), then one report over every evaluated run."""
-    from obliviate.config import config_from_dict, read_config_file
-    from obliviate.reporting import write_report
+    # Deferred: imports torch and transformers, which this module otherwise avoids.
     from obliviate.training.run import finetune, is_complete, unlearn
-
-    from obliviate.reporting.write import check_report_path
 
     # Validate every config (and the report's place) before running any, so a typo in the last one doesn't
     # waste the first ones' hours.
@@ -312,16 +317,12 @@ def _print_table(runs: list, markdown: str, html: str, *, full: bool) -> None:
     if full:
         print(Path(markdown).read_text(encoding="utf-8"))
         return
-    from obliviate.reporting import load_results
-    from obliviate.reporting.summary import full_table_hint, summary_table
 
     print(summary_table([load_results(r) for r in runs]))
     print(full_table_hint(markdown, html) + "\n")
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from obliviate.reporting import write_report
-
     markdown = args.markdown or str(Path(args.out).with_suffix(".md"))
     path = write_report(args.runs, args.out, markdown_out=markdown, title=args.title)
     _print_table(args.runs, markdown, str(path), full=args.full)
@@ -330,6 +331,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    # Deferred: imports torch and transformers, which this module otherwise avoids.
     from obliviate.demo import run_demo
 
     run_demo(Path(args.out), model=args.model, fresh=args.fresh, full=args.full)

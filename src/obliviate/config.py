@@ -26,7 +26,9 @@ from typing import Any
 
 import yaml
 
+from obliviate.data.formatting import TEMPLATES
 from obliviate.errors import ConfigError
+from obliviate.outputs import output_path_problems, resolve_output_path
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -265,7 +267,6 @@ def _common_errors(cfg: RunConfig) -> list[str]:
         errors.append("output_dir: must not be empty")
     if m.dtype not in DTYPES:
         errors.append(_choice("model.dtype", m.dtype, DTYPES))
-    from obliviate.data.formatting import TEMPLATES
     if m.template not in TEMPLATES:
         errors.append(_choice("model.template", m.template, TEMPLATES))
     if m.max_length < 8:
@@ -328,6 +329,7 @@ def _eval_benchmark_errors(e: EvalConfig) -> list[str]:
 
 def _engine_choices() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """The learning-rate schedules, optimizers and FSDP options the training engine (transformers) knows."""
+    # Deferred: transformers takes seconds to import; only this path needs it.
     from transformers.trainer_utils import FSDPOption, SchedulerType
     from transformers.training_args import OptimizerNames
 
@@ -405,6 +407,7 @@ def _precision_errors(m: ModelConfig, t: TrainConfig) -> list[str]:
 
 
 def _method_errors(mc: MethodConfig) -> list[str]:
+    # Deferred: imports torch, which this module otherwise avoids.
     from obliviate.objectives import resolve_method
 
     errors: list[str] = []
@@ -549,7 +552,6 @@ def config_from_dict(kind: str, raw: dict, overrides: typing.Iterable[str] = (),
         errors = cfg.validate()
     if not errors:
         # Once, here: "newdir/.." is the current folder before newdir exists, not after.
-        from obliviate.outputs import output_path_problems, resolve_output_path
         cfg.output_dir = resolve_output_path(cfg.output_dir)
         errors = output_path_problems("output_dir", cfg.output_dir, run_inputs(cfg, source))
     if errors:

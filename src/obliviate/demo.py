@@ -19,11 +19,17 @@ import json
 import time
 from pathlib import Path
 
+from obliviate.benchmarks.synthetic import generate_benchmark
 from obliviate.benchmarks.types import BenchmarkSpec
 from obliviate.config import config_from_dict
+from obliviate.errors import ObliviateError
 from obliviate.evaluation.runner import evaluate
 from obliviate.evaluation.suite import EvalSettings, Scorers
+from obliviate.models import ensure_default_model, resolve_model
+from obliviate.outputs import creation_problem
+from obliviate.reporting import markdown_table, write_report
 from obliviate.reporting.model_card import update_card_with_results
+from obliviate.reporting.summary import full_table_hint, summary_table
 from obliviate.training.run import finetune, is_complete, unlearn
 
 # Sized to finish in under 15 minutes on a 2-core CPU: 8 authors × 8 facts = 64 QA pairs.
@@ -72,19 +78,10 @@ def _print_side_by_side(results: dict[str, dict]) -> None:
 
 def run_demo(out: Path, *, model: str | None = None, fresh: bool = False, full: bool = False) -> dict[str, dict]:
     """Run (or reuse) every step and print the results: the compact summary, or with ``full`` the whole table."""
-    from obliviate.benchmarks.synthetic import generate_benchmark
-    from obliviate.models import ensure_default_model
-    from obliviate.reporting import markdown_table, write_report
-    from obliviate.reporting.summary import full_table_hint, summary_table
-
-    from obliviate.errors import ObliviateError
-    from obliviate.outputs import creation_problem
-
     problem = creation_problem(out)
     if problem or not (out.is_dir() or not out.exists()):
         raise ObliviateError(f"--out {out}: cannot use it as the demo's working folder: {problem or 'not a folder'}")
     if model is not None:
-        from obliviate.models import resolve_model
         resolve_model(model)  # a typo in --model is reported before anything is written
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()

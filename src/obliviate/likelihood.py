@@ -20,9 +20,10 @@ import torch
 from transformers import DynamicCache
 
 from obliviate.data.collate import collate_examples, pad_sequences
+from obliviate.evaluation.tokens import token_stats
 from obliviate.forward import capture_hidden, forward_parts, inspect_model
 from obliviate.kvcache import cache_kwargs
-from obliviate.models import inference
+from obliviate.models import inference, is_peft_model
 from obliviate.objectives import DEFAULT_CHUNK_SIZE, reduce_rows, token_logprobs
 
 
@@ -263,8 +264,6 @@ def answer_token_stats(model, pairs: Sequence[tuple[list[int], list[int]]], *, p
     sits at positions 0, 1, 2, … of its own), rows sorted by length; only the logits that predict answer
     tokens are computed. Results come back in input order.
     """
-    from obliviate.evaluation.tokens import token_stats
-
     if device is None:
         device = next(model.parameters()).device
     results: list = [None] * len(pairs)
@@ -298,8 +297,6 @@ def answer_gradient_norms(model, pairs: Sequence[tuple[list[int], list[int]]], *
     ``∂L/∂y · xᵀ`` whatever the adapter adds to ``y``, i.e. that of the merged model's weight, so the norm is
     the same merged or not.
     """
-    from obliviate.models import is_peft_model
-
     if device is None:
         device = next(model.parameters()).device
     named = model.named_parameters()

@@ -70,6 +70,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from obliviate.config import UnlearnConfig
 from obliviate.errors import ModelLoadError
 
 GIB = 1024 ** 3
@@ -156,6 +157,7 @@ class ModelShape:
 def shape_from_config(config, *, name: str = "model", source: str = "config") -> ModelShape:
     """Count an architecture's parameters by building it on the ``meta`` device (no memory, any architecture
     transformers knows); ``config`` is a transformers config or a config.json dict."""
+    # Deferred: torch and transformers take seconds to import; this module serves commands that never need them.
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -191,6 +193,7 @@ def shape_from_config(config, *, name: str = "model", source: str = "config") ->
 
 
 def _decoder_layers(model) -> list:
+    # Deferred: torch takes seconds to import; this module serves commands that never need it.
     import torch
     lists = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) > 0]
     return max(lists, key=len) if lists else []
@@ -205,6 +208,7 @@ def read_model_config(spec: str, *, trust_remote_code: bool = False):
     Raises:
         ModelLoadError: the config cannot be read; says why and what to give instead.
     """
+    # Deferred: transformers and the model code (torch) take seconds to import; only this path needs them.
     from transformers import AutoConfig
 
     from obliviate.models import ALIASES, _is_complete, _models_dir, _wheel_gguf, resolve_model
@@ -257,6 +261,7 @@ def read_model_config(spec: str, *, trust_remote_code: bool = False):
 
 
 def _known(key: str, spec: str):
+    # Deferred: transformers takes seconds to import; only this path needs it.
     from transformers import AutoConfig
 
     if key not in KNOWN_CONFIGS:
@@ -267,6 +272,7 @@ def _known(key: str, spec: str):
 
 def load_config_file(path: str | Path):
     """A transformers config from a config.json file (``--model-config``)."""
+    # Deferred: transformers takes seconds to import; only this path needs it.
     from transformers import AutoConfig
 
     path = Path(path)
@@ -580,7 +586,7 @@ def setup_from_config(cfg, *, devices: int = 1, zero: int | None = None, lora: b
                       seq_len: int | None = None, device: str = "cuda") -> TrainingSetup:
     """The :class:`TrainingSetup` of an unlearn or finetune config (``--devices``, ``--zero``, ``--lora`` and
     ``--seq-len`` override). ``model.dtype=auto`` counts as bfloat16 on a GPU and float32 on the CPU."""
-    from obliviate.config import UnlearnConfig
+    # Deferred: imports torch and transformers, which this module otherwise avoids.
     from obliviate.objectives import resolve_method
     from obliviate.training.trainer import TrainingObjective
 

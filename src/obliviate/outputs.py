@@ -26,8 +26,11 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from obliviate import __version__
 from obliviate.errors import ObliviateError
+from obliviate.files import replace_dir, write_json_atomic
 
 __all__ = ["MARKER", "OutputBusyError", "OutputLock", "RunFolder", "creation_problem", "environment", "is_main_process",
            "output_path_problems", "resolve_output_path", "written_by_obliviate"]
@@ -47,6 +50,7 @@ def is_main_process() -> bool:
     (torchrun and accelerate set it before the script starts).
     """
     try:
+        # Deferred: torch takes seconds to import; this module serves commands that never need it.
         import torch.distributed as dist
         if dist.is_available() and dist.is_initialized():
             return dist.get_rank() == 0
@@ -144,7 +148,6 @@ def _is_empty_dir(folder: Path) -> bool:
 
 def write_marker(folder: Path, kind: str) -> None:
     """Mark ``folder`` as written by obliviate (see :data:`MARKER`)."""
-    from obliviate.files import write_json_atomic
     write_json_atomic(folder / MARKER, {
         "written_by": "obliviate", "version": __version__, "kind": kind, "pid": os.getpid(),
         "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
@@ -183,8 +186,6 @@ class OutputLock:
         return text if text.isdigit() else "unknown"
 
     def acquire(self) -> OutputLock:
-        from filelock import FileLock, Timeout
-
         folder = self.target.parent
         missing = []
         while not folder.exists():
@@ -317,7 +318,6 @@ class RunFolder:
         """Rename the finished partial folder to the output folder (a previous run there is replaced now)."""
         if not self.main:
             return
-        from obliviate.files import replace_dir
         try:
             self._check_existing()  # it may have changed while the run was training
             replace_dir(self.partial, self.out)

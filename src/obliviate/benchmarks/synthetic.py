@@ -39,6 +39,7 @@ from obliviate.benchmarks import _synthetic_vocab as vocab
 from obliviate.data.records import QARecord
 from obliviate.errors import DataError, ObliviateError
 from obliviate.files import new_temp_dir, replace_dir
+from obliviate.outputs import output_path_problems, resolve_output_path
 
 __all__ = [
     "AuthorProfile",
@@ -526,8 +527,6 @@ class SyntheticBenchmark:
         ``out_dir`` is replaced only with ``overwrite=True``, and only when it is a benchmark folder (it has
         ``benchmark.json``): anything else in its place is somebody's work.
         """
-        from obliviate.outputs import output_path_problems, resolve_output_path
-
         out = Path(resolve_output_path(out_dir))
         problems = output_path_problems("--out", str(out))
         if problems:

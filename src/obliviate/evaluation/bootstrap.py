@@ -219,6 +219,7 @@ def _ks_pvalues(unlearned_x: Sequence[float], retain_x: Sequence[float], idx: np
     between the two empirical CDFs, read after each run of tied values, as scipy does) and scipy runs once per
     distinct ``D``.
     """
+    # Deferred: optional dependency: scipy (the eval extra).
     from scipy.stats import ks_2samp
 
     a, r = np.asarray(unlearned_x, dtype=float)[idx], np.asarray(retain_x, dtype=float)[idx]

@@ -27,6 +27,7 @@ from typing import Any
 from obliviate.errors import ConfigError, DataError, ObliviateError
 from obliviate.files import read_json_object, remove_stale_temps, write_json_atomic
 from obliviate.outputs import OutputLock
+from obliviate.reporting.general import validate_general_ability
 
 __all__ = [
     "GENERAL_ABILITY_FILENAME",
@@ -81,6 +82,7 @@ _SUGGESTION_CUTOFF = 0.6
 def _lm_eval() -> SimpleNamespace:
     """The few lm-eval entry points used here, or an ObliviateError with the install command."""
     try:
+        # Deferred: optional dependency: lm-eval (the lm-eval extra).
         from lm_eval.evaluator import simple_evaluate
         from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager
@@ -309,6 +311,7 @@ def summarize(raw: Mapping[str, Any], requested: Sequence[str], *, version: str,
 
 def _model_info(model: Any) -> dict[str, Any]:
     """What was scored: the class, whether LoRA adapters were active, dtype and device."""
+    # Deferred: imports torch and transformers, which this module otherwise avoids.
     from obliviate.models import is_peft_model
 
     first = next(iter(model.parameters()), None)
@@ -337,8 +340,6 @@ def add_general_ability(results_path: str | Path, general: Mapping[str, Any]) ->
     Raises:
         DataError: the file is missing, not JSON, not an evaluation record, or ``general`` is malformed.
     """
-    from obliviate.reporting.general import validate_general_ability
-
     path = Path(results_path)
     if path.is_dir():
         path = path / "results.json"
@@ -410,6 +411,7 @@ def _targets(model_arg: str, out: str | None) -> tuple[str, Path, Path | None]:
 
 
 def _cmd_general(args: argparse.Namespace) -> int:
+    # Deferred: imports torch and transformers, which this module otherwise avoids.
     from obliviate.evaluation.runner import check_output_file
     from obliviate.models import load_model
 

@@ -213,6 +213,7 @@ def _logsumexp(values: Sequence[float]) -> float:
 def _rouge_scorer() -> Any:
     """One RougeScorer per process: building it loads the Porter stemmer, which is not free."""
     try:
+        # Deferred: optional dependency: rouge-score (the eval extra).
         from rouge_score import rouge_scorer
     except ImportError as err:
         raise ObliviateError(

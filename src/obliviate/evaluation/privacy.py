@@ -48,6 +48,8 @@ import math
 import zlib
 from collections.abc import Sequence
 
+import numpy as np
+
 from obliviate.evaluation.tokens import TokenStats
 
 __all__ = [
@@ -198,7 +200,7 @@ def auc(member_scores: Sequence[float], nonmember_scores: Sequence[float]) -> fl
 
 def auc_rows(members, nonmembers):
     """:func:`auc` of each row of two ``(B, n)`` score arrays at once (bootstrap resamples), as a ``(B,)`` array."""
-    import numpy as np
+    # Deferred: optional dependency: scipy (the eval extra).
     from scipy.stats import rankdata
 
     m, o = np.asarray(members, dtype=float), np.asarray(nonmembers, dtype=float)

@@ -62,6 +62,7 @@ def item_scores(model, formatter: PromptFormatter, records: Sequence[QARecord], 
     ``stats`` may pass token statistics already computed for the same answers; ``reference`` the retain
     model's scores of the same items (its ``loss`` is the reference attack's baseline).
     """
+    # Deferred: imports transformers and peft, which this module otherwise avoids.
     from obliviate.likelihood import answer_gradient_norms, answer_token_stats
 
     pairs = _pairs(formatter, records)

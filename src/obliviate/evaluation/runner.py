@@ -20,11 +20,14 @@ from pathlib import Path
 import torch
 
 from obliviate.benchmarks.real_world import real_world_aggregates, real_world_benchmark
+from obliviate.benchmarks.synthetic import load_manifest
+from obliviate.benchmarks.tofu import _normalise_utility, load_tofu, load_tofu_holdout
 from obliviate.benchmarks.types import BENCHMARKS, BenchmarkSpec, EvalSet, Holdout, LoadedBenchmark
 from obliviate.data.formatting import PromptFormatter
 from obliviate.data.loading import load_qa, parse_records, read_rows
 from obliviate.errors import DataError, ObliviateError
 from obliviate.files import read_json_object, remove_stale_temps, write_json_atomic
+from obliviate.models import load_model
 from obliviate.outputs import OutputLock, creation_problem, environment
 from obliviate.evaluation.privacy_eval import retain_scores_from_results
 from obliviate.evaluation.suite import (
@@ -34,13 +37,13 @@ from obliviate.evaluation.suite import (
     evaluate_model,
     retain_reference,
 )
+from obliviate.training.guard import nonfinite_parameters
 
 SCHEMA_VERSION = 1
 
 
 def _utility_records(path: Path):
     """A utility file: TOFU-style rows with ``original_answer`` get the real-world convention (tofu.py)."""
-    from obliviate.benchmarks.tofu import _normalise_utility
     return parse_records(_normalise_utility(read_rows(path)), layout="tofu")
 
 
@@ -65,7 +68,6 @@ def _load_sets(spec: BenchmarkSpec) -> LoadedBenchmark:
     if spec.kind not in BENCHMARKS:
         raise ObliviateError(f"unknown benchmark '{spec.kind}'; valid: {', '.join(BENCHMARKS)}")
     if spec.kind == "tofu":
-        from obliviate.benchmarks.tofu import load_tofu
         if not spec.source:
             raise ObliviateError("the tofu benchmark needs a source: a TOFU folder or locuslab/TOFU")
         s = load_tofu(spec.source, spec.split, task=spec.task)
@@ -82,7 +84,6 @@ def _load_sets(spec: BenchmarkSpec) -> LoadedBenchmark:
                 "layout": s.layout, "missing_sets": missing, "real_world": spec.real_world}
         holdout = None
         if not spec.holdout:
-            from obliviate.benchmarks.tofu import load_tofu_holdout
             holdout = Holdout(*load_tofu_holdout(spec.source, spec.split))
         return LoadedBenchmark(sets, info, files, holdout)
     if spec.kind == "real_world":
@@ -94,7 +95,6 @@ def _load_sets(spec: BenchmarkSpec) -> LoadedBenchmark:
         from obliviate.benchmarks.wmdp import wmdp_benchmark
         return wmdp_benchmark(spec.tasks, include_path=spec.include_path, limit=spec.limit)
     if spec.kind == "synthetic":
-        from obliviate.benchmarks.synthetic import load_manifest
         folder = Path(spec.source or "")
         manifest = load_manifest(folder)
         paths = {"forget": folder / "forget_perturbed.json", "retain": folder / "retain_perturbed.json",
@@ -154,8 +154,6 @@ def check_output_file(path: str | Path, what: str = "--out") -> Path:
 
 def check_finite_model(model, spec: str) -> None:
     """Refuse to evaluate a model whose weights hold NaN or inf: every metric of it would be meaningless."""
-    from obliviate.training.guard import nonfinite_parameters
-
     bad = nonfinite_parameters(model)
     if bad:
         raise ObliviateError(f"model '{spec}' has non-finite weights (NaN or inf) in {len(bad)} tensor"
@@ -239,8 +237,6 @@ def _evaluate(model_spec: str, loaded: LoadedBenchmark, out_path: Path, *, setti
               template: str, system_prompt: str | None, retain_model: str | None,
               retain_results: str | Path | None, run_info: dict | None, scorers: Scorers | None, seed: int,
               model, tokenizer, model_path: str | Path | None) -> dict:
-    from obliviate.models import load_model
-
     settings.real_world = settings.real_world or bool(loaded.info.get("real_world"))
     torch.manual_seed(seed)
     if model is None:

@@ -116,6 +116,7 @@ def _load(name: str, loader: Callable[..., T], *, convert: str | None = None) ->
     Raises ``ModelLoadError`` with the reason.
     """
     if _looks_local(name):
+        # Deferred: imports torch and transformers, which this module otherwise avoids.
         from obliviate.models import pickle_only_weights, pickle_refusal
 
         folder = Path(name).expanduser()
@@ -146,6 +147,7 @@ def _load(name: str, loader: Callable[..., T], *, convert: str | None = None) ->
 def _pick_device(device: str | None) -> str:
     if device is not None:
         return device
+    # Deferred: torch takes seconds to import; this module serves commands that never need it.
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -189,6 +191,7 @@ class Embedder:
         """
         requested = name or DEFAULT_EMBEDDING_MODEL
         try:
+            # Deferred: optional dependency: sentence-transformers (the eval extra).
             from sentence_transformers import SentenceTransformer
         except ImportError as err:
             raise ModelLoadError(
@@ -295,6 +298,7 @@ class NLIScorer:
         never estimated.
         """
         try:
+            # Deferred: transformers takes seconds to import; only this path needs it.
             from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
         except ImportError as err:
             return Unavailable(f"NLI model '{name}' needs transformers: {err}")
@@ -343,6 +347,7 @@ class NLIScorer:
             raise ValueError(f"premises has {len(premises)} items but hypotheses has {len(hypotheses)}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        # Deferred: torch takes seconds to import; this module serves commands that never need it.
         import torch
 
         out: list[bool] = []

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from obliviate.benchmarks.tofu import continual_splits, load_tofu, num_tasks
 from obliviate.benchmarks.types import BenchmarkSpec, EvalSet, LoadedBenchmark
 from obliviate.config import ContinualConfig, config_to_dict, load_continual_config
 from obliviate.data.loading import format_problem, raise_problems
@@ -52,6 +53,10 @@ from obliviate.data.records import QARecord
 from obliviate.errors import ConfigError, DataError, ObliviateError
 from obliviate.files import read_json_object, write_json_atomic
 from obliviate.outputs import MARKER, OutputLock, is_main_process, written_by_obliviate
+from obliviate.reporting import html_report, load_results, markdown_table
+from obliviate.reporting.continual import continual_markdown
+from obliviate.reporting.table import format_value
+from obliviate.reporting.write import write_report_files
 
 SUMMARY_FILE = "continual.json"
 """The run's summary, in the output folder: config, plan, and the aggregates after every finished step."""
@@ -164,6 +169,7 @@ def plan_continual(cfg: ContinualConfig) -> ContinualPlan:
     Raises ConfigError when ``continual.steps`` exceeds the tasks the data has, and DataError for rows without
     ``task_id``, task numbers with gaps, or top-up rows that are rows to forget.
     """
+    # Deferred: imports torch and transformers, which this module otherwise avoids.
     from obliviate.evaluation.runner import load_benchmark
 
     d, c = cfg.data, cfg.continual
@@ -171,8 +177,6 @@ def plan_continual(cfg: ContinualConfig) -> ContinualPlan:
     top_up = load_set(c.top_up, d.limit) if c.top_up else []
 
     if d.tofu is not None:
-        from obliviate.benchmarks.tofu import continual_splits, load_tofu, num_tasks
-
         total = num_tasks(d.tofu, d.split)
         n = c.steps or total
         if n > total:
@@ -308,7 +312,6 @@ def _claim_output(out: Path, cfg: ContinualConfig) -> None:
 
 
 def _write_summary(path: Path, summary: dict) -> None:
-
     write_json_atomic(path, summary)
 
 
@@ -352,6 +355,7 @@ def _check_retain_results(cfg: ContinualConfig, plan: ContinualPlan) -> None:
     """Forget Quality needs the retain model's values for every forget question of the last step: check now."""
     if not (cfg.eval.enabled and cfg.eval.retain_results) or not plan.steps or plan.steps[-1].benchmark is None:
         return
+    # Deferred: imports torch and transformers, which this module otherwise avoids.
     from obliviate.evaluation.runner import retain_truth_x_from_results
 
     forget = next((s for s in plan.steps[-1].benchmark.sets if s.kind == "forget"), None)
@@ -361,6 +365,7 @@ def _check_retain_results(cfg: ContinualConfig, plan: ContinualPlan) -> None:
 
 
 def _needs_reference(cfg: ContinualConfig) -> bool:
+    # Deferred: imports torch and transformers, which this module otherwise avoids.
     from obliviate.objectives import resolve_method
     from obliviate.training.trainer import TrainingObjective
 
@@ -390,6 +395,7 @@ def run_continual(cfg: ContinualConfig, *, resume: bool = False, plan: Continual
 
 
 def _run_steps(cfg: ContinualConfig, plan: ContinualPlan, out: Path, resume: bool, *, main: bool) -> ContinualResult:
+    # Deferred: imports torch and transformers, which this module otherwise avoids.
     from obliviate.training.run import is_complete, unlearn
 
     c = cfg.continual
@@ -453,10 +459,6 @@ def write_continual_report(output_dir: str | Path, *, out_html: str | Path | Non
     forgotten); the Markdown file is the paper-style table followed by the per-step table. Returns the HTML
     path, or None when no step has a results.json (evaluation was off).
     """
-    from obliviate.reporting import html_report, load_results, markdown_table
-    from obliviate.reporting.continual import continual_markdown
-    from obliviate.reporting.write import write_report_files
-
     out = Path(output_dir)
     summary = read_json_object(out / SUMMARY_FILE)
     if summary is None or summary.get("kind") != "continual":
@@ -502,7 +504,6 @@ def _cmd_continual(args: argparse.Namespace) -> int:
               f"(add --resume to continue an unfinished step from its last checkpoint, if "
               f"train.save_strategy wrote one)", file=sys.stderr)
         return 130
-    from obliviate.reporting.table import format_value
 
     print(f"\n  {'step':>4}  {'tasks':>5}  {'MU':>6}  {'FE':>6}  {'FQ':>9}")
     for step in result.steps:

@@ -14,6 +14,8 @@ import logging
 from contextlib import contextmanager
 
 import torch
+import torch.distributed as dist
+from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,7 @@ log = logging.getLogger(__name__)
 def prepare_reference(model: torch.nn.Module, accelerator, *, micro_batch: int = 1) -> torch.nn.Module:
     """The frozen reference ``model`` ready to run on this process (see the module docstring); ``micro_batch``
     is the per-device batch the DeepSpeed engine is configured for."""
+    # Deferred: accelerate is heavy and only multi-process runs need it.
     from accelerate.utils import DistributedType
 
     model.requires_grad_(False)
@@ -67,6 +70,7 @@ def deepspeed_reference_config(config: dict, *, hidden_size: int | None, micro_b
 
 
 def _prepare_deepspeed(model: torch.nn.Module, accelerator, micro_batch: int) -> torch.nn.Module:
+    # Deferred: optional dependency: DeepSpeed (the deepspeed extra).
     import deepspeed
 
     plugin = accelerator.state.deepspeed_plugin
@@ -84,11 +88,10 @@ def _prepare_deepspeed(model: torch.nn.Module, accelerator, micro_batch: int) ->
 def _prepare_fsdp(model: torch.nn.Module, accelerator) -> torch.nn.Module:
     plugin = accelerator.state.fsdp_plugin
     if getattr(plugin, "fsdp_version", 1) == 2:
+        # Deferred: accelerate is heavy and only multi-process runs need it.
         from accelerate.utils.fsdp_utils import fsdp2_prepare_model
         model = fsdp2_prepare_model(accelerator, model)
     else:
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
         if not isinstance(model, FSDP):
             plugin.set_auto_wrap_policy(model)
             model = FSDP(model, sharding_strategy=plugin.sharding_strategy or plugin.reshard_after_forward,
@@ -110,6 +113,7 @@ def loading_in_one_process():
     process to take part; the main process loading the saved model alone (to merge LoRA adapters, to evaluate)
     would wait for the others forever.
     """
+    # Deferred: transformers takes seconds to import; only this path needs it.
     from transformers.integrations import deepspeed as hf_deepspeed
 
     ref = getattr(hf_deepspeed, "_hf_deepspeed_config_weak_ref", None)
@@ -126,8 +130,6 @@ def loading_in_one_process():
 
 def barrier(accelerator=None) -> None:
     """Wait until every process gets here (a no-op in a single process)."""
-    import torch.distributed as dist
-
     if accelerator is not None:
         accelerator.wait_for_everyone()
     elif dist.is_available() and dist.is_initialized():

@@ -32,7 +32,10 @@ from pathlib import Path
 import torch
 import yaml
 from transformers import TrainerCallback, TrainingArguments, set_seed
+from transformers.integrations import is_deepspeed_zero3_enabled
 
+from obliviate.benchmarks.real_world import is_real_world_folder, real_world_benchmark
+from obliviate.benchmarks.tofu import load_tofu
 from obliviate.benchmarks.types import BenchmarkSpec, Holdout, LoadedBenchmark
 from obliviate.config import FinetuneConfig, RunConfig, UnlearnConfig, config_to_dict
 from obliviate.data.formatting import PromptFormatter
@@ -41,7 +44,19 @@ from obliviate.data.refusals import load_refusals
 from obliviate.data.texts import load_set
 from obliviate.data.records import QARecord, TextRecord
 from obliviate.errors import ConfigError, DataError, ObliviateError
+from obliviate.evaluation.runner import evaluate, load_benchmark, retain_reference_from_results
+from obliviate.evaluation.suite import EvalSettings, Scorers
 from obliviate.files import read_json_object, write_json_atomic, write_text_atomic
+from obliviate.models import (
+    LoraSettings,
+    _write_marker,
+    apply_lora,
+    frozen_copy,
+    is_peft_model,
+    load_model,
+    resolve_model,
+    save_model,
+)
 from obliviate.objectives import ObjectiveParams, resolve_method
 from obliviate.outputs import RunFolder, environment, is_main_process
 from obliviate.reporting.model_card import update_card_with_results, write_run_card
@@ -70,7 +85,6 @@ def load_unlearning_data(cfg: UnlearnConfig) -> tuple[list[QARecord], list[QARec
     """The forget and retain training sets named by ``cfg.data``."""
     d = cfg.data
     if d.tofu is not None:
-        from obliviate.benchmarks.tofu import load_tofu
         splits = load_tofu(d.tofu, d.split, task=d.task)
         return _limit(splits.forget, d.limit), _limit(splits.retain, d.limit)
     forget = load_set(d.forget, d.limit, d.format)
@@ -107,7 +121,6 @@ def check_training_sets(forget: list[QARecord], retain: list[QARecord]) -> None:
 def load_finetune_data(cfg: FinetuneConfig) -> list[QARecord]:
     d = cfg.data
     if d.tofu is not None:
-        from obliviate.benchmarks.tofu import load_tofu
         if d.finetune_on == "retain":
             rows = load_tofu(d.tofu, d.split, task=d.task).retain
         else:
@@ -213,7 +226,6 @@ def _training_arguments(cfg: RunConfig, partial: Path, n_examples: int) -> Train
 
 
 def _build_model(cfg: RunConfig):
-    from obliviate.models import LoraSettings, apply_lora, load_model
     model, tokenizer = load_model(cfg.model.name, dtype=cfg.model.dtype,
                                   trust_remote_code=cfg.model.trust_remote_code)
     if cfg.lora.enabled:
@@ -229,7 +241,6 @@ def _save(trainer: UnlearningTrainer, tokenizer, model_dir: Path, merge_lora: bo
     Under ZeRO-3 / FSDP every process takes part in gathering the full weights (the engine's save_model); a
     LoRA model is saved as its adapter first and merged on the main process's CPU when ``merge_lora``.
     """
-    from obliviate.models import _write_marker, is_peft_model, load_model, save_model
     unwrapped = trainer.accelerator.unwrap_model(trainer.model)
     if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
         merge = is_peft_model(unwrapped) and merge_lora
@@ -378,15 +389,11 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
     args.warmup_steps = warmup_steps(cfg.train, args.world_size, len(dataset))
     reference = None
     if objective.needs_reference and reference_spec is not None:
-        from obliviate.models import frozen_copy, load_model
         reference = frozen_copy(load_model(reference_spec, dtype=cfg.model.dtype,
                                            trust_remote_code=cfg.model.trust_remote_code)[0])
     elif objective.ref_logit_parts and not cfg.lora.enabled:
         # KL reads the reference's logits every step: a frozen copy of the starting model. NPO and DPO read only
         # log-probs, which the trainer caches from the starting model itself before it changes: no copy.
-        from transformers.integrations import is_deepspeed_zero3_enabled
-
-        from obliviate.models import frozen_copy, load_model
         if is_deepspeed_zero3_enabled():  # a sharded model cannot be deep-copied: load the reference sharded too
             reference = load_model(cfg.model.name, dtype=cfg.model.dtype,
                                    trust_remote_code=cfg.model.trust_remote_code)[0]
@@ -407,7 +414,6 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
     trainer.add_callback(guard)
     scorers = None
     if kind == "unlearn" and cfg.eval.enabled:
-        from obliviate.evaluation.suite import Scorers
         # The embedding and NLI models, once per run; MUSE and WMDP measure without them.
         scorers = Scorers.load(eval_settings(cfg)) if getattr(benchmark, "evaluator", None) is None else None
         if cfg.eval.every_epoch:
@@ -496,7 +502,6 @@ def _inferred_benchmark(cfg: UnlearnConfig):
     folder = Path(d.forget).parent
     if (folder / "benchmark.json").is_file() and (folder / "forget_perturbed.json").is_file():
         return BenchmarkSpec(kind="synthetic", source=str(folder), real_world=cfg.eval.real_world)
-    from obliviate.benchmarks.real_world import is_real_world_folder, real_world_benchmark
     if is_real_world_folder(folder):
         return real_world_benchmark(folder)
     # A folder in the TOFU file layout (forget.json beside forget_perturbed.json, retain_perturbed.json, and
@@ -513,8 +518,6 @@ def _inferred_benchmark(cfg: UnlearnConfig):
 
 
 def eval_settings(cfg: UnlearnConfig):
-    from obliviate.evaluation.suite import EvalSettings
-
     e = cfg.eval
     return EvalSettings(max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, set_size=e.set_size,
                         embedding_model=e.embedding_model, nli_model=e.nli_model, real_world=e.real_world,
@@ -524,8 +527,6 @@ def eval_settings(cfg: UnlearnConfig):
 def evaluate_run(cfg: UnlearnConfig, out_path: Path, summary: dict, *, model=None, tokenizer=None,
                  model_dir: Path | None = None, scorers=None, benchmark=None) -> dict:
     """Evaluate an unlearning run's model (in memory, or from ``model_dir``) into ``out_path``."""
-    from obliviate.evaluation.runner import evaluate
-
     method = summary.get("method", {})
     run_info = {"kind": "unlearn", "method": method.get("name"), "method_details": method,
                 "output_dir": cfg.output_dir, "config": config_to_dict(cfg)}
@@ -542,7 +543,6 @@ def _evaluation_inputs(cfg: UnlearnConfig, benchmark):
     found after hours of training would cost the run."""
     if not cfg.eval.enabled:
         return benchmark
-    from obliviate.evaluation.runner import load_benchmark, retain_reference_from_results
 
     spec = benchmark or eval_benchmark(cfg)
     loaded = spec if isinstance(spec, LoadedBenchmark) else load_benchmark(spec)
@@ -553,7 +553,6 @@ def _evaluation_inputs(cfg: UnlearnConfig, benchmark):
         retain_reference_from_results(e.retain_results, [r.question for r in forget.records[: e.set_size or None]],
                                       loaded.holdout, eval_settings(cfg))
     if e.retain_model:
-        from obliviate.models import resolve_model
         resolve_model(e.retain_model)
     return loaded
 

@@ -37,11 +37,13 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
+from accelerate.utils import gather_object
 from transformers import Trainer, TrainerCallback
 
 from obliviate.data.formatting import IGNORE_INDEX
 from obliviate.forward import DEFAULT_PACK_LENGTH, Split, forward_parts, inspect_model
 from obliviate.likelihood import sequence_logprobs
+from obliviate.models import is_peft_model
 from obliviate.objectives import (DEFAULT_CHUNK_SIZE, HeadLogits, ObjectiveParams, SequenceOutputs,
                                   UnlearningInputs, compute_objective, get_regularizer, required_inputs)
 from obliviate.training.data import UnlearningDataset
@@ -166,7 +168,6 @@ class UnlearningTrainer(Trainer):
 
     # -- reference model ------------------------------------------------------------------------------------
     def _uses_lora(self) -> bool:
-        from obliviate.models import is_peft_model
         return is_peft_model(self.model)
 
     def _sharded(self) -> bool:
@@ -331,5 +332,4 @@ def _gather_lists(values: list, processes: int) -> list:
     """The concatenation, in process order, of every process's ``values`` (all processes must call it)."""
     if processes == 1:
         return list(values)
-    from accelerate.utils import gather_object
     return list(gather_object(list(values)))
