@@ -25,6 +25,7 @@ from obliviate.benchmarks.synthetic import generate_benchmark
 from obliviate.benchmarks.types import BenchmarkSpec
 from obliviate.config import config_from_dict, load_config, read_config_file
 from obliviate.errors import DataError, ModelLoadError, ObliviateError
+from obliviate.evaluation.metrics import SIX
 from obliviate.memory import (
     estimate_memory,
     format_estimate,
@@ -246,7 +247,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _print_results_summary(results: dict) -> None:
-    names = ("rouge_l", "probability", "truth_ratio", "token_entropy", "cosine_similarity", "entailment")
+    names = SIX
     own = {n: s for n, s in results["sets"].items() if not any(m in s["metrics"] for m in names)}
     if len(own) < len(results["sets"]):  # the six-metric table, for the question-answer sets
         print(f"{'set':<14}" + "".join(f"{n[:12]:>13}" for n in names))

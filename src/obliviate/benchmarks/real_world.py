@@ -53,7 +53,7 @@ from obliviate.benchmarks.types import EvalSet, LoadedBenchmark
 from obliviate.data.loading import QA_SUFFIXES, RawRows, format_problem, parse_records, raise_problems, read_rows
 from obliviate.data.records import QARecord
 from obliviate.errors import DataError, ObliviateError
-from obliviate.evaluation.aggregates import Aggregate, forget_efficacy, harmonic_mean
+from obliviate.evaluation.aggregates import MU_METRICS, Aggregate, forget_efficacy, harmonic_mean
 
 __all__ = [
     "FILE_STEMS",
@@ -92,9 +92,6 @@ _MATCHED_FIELDS: tuple[str, ...] = ("question", "name", "answer", "golden_answer
 
 # Without these a perturbed row has no truth ratio: it compares the paraphrase with the wrong answers.
 _PERTURBED_REQUIRED: tuple[str, ...] = ("paraphrased_answer", "perturbed_answer")
-
-_MU_METRICS: tuple[str, ...] = ("rouge_l", "probability", "truth_ratio", "token_entropy", "cosine_similarity",
-                                "entailment")
 
 MU_NOTE = ("real-world scenario: harmonic mean of the six neighbour-set metrics, as the paper computes MU in "
            "this setting; the 18-number MU needs TOFU's retain, real-authors and world-facts sets, which this "
@@ -369,11 +366,11 @@ def real_world_benchmark(source: str | Path | RealWorldSplits | None = None) -> 
 
 def _neighbor_utility(name: str, metrics: Mapping[str, float | None] | None, note: str):
     """Harmonic mean of the six neighbour-set metrics as an Aggregate; unavailable ones are left out."""
-    wanted = [f"{NEIGHBOR_SET}.{m}" for m in _MU_METRICS]
+    wanted = [f"{NEIGHBOR_SET}.{m}" for m in MU_METRICS]
     if metrics is None:
         return Aggregate(name, None, True, False, missing=wanted, reason="the neighbour set was not evaluated")
     used, values, missing = [], [], []
-    for m in _MU_METRICS:
+    for m in MU_METRICS:
         value = metrics.get(m)
         if value is None:
             missing.append(f"{NEIGHBOR_SET}.{m}")
@@ -402,7 +399,7 @@ def real_world_aggregates(sets: Mapping[str, Mapping[str, Any]]) -> dict[str, di
     neighbour layout; ``model_utility_tofu`` and ``forget_quality`` are unavailable with the reason;
     ``forget_efficacy`` comes from the forget set as in every scenario.
     """
-    values = {name: {m: s["metrics"][m]["value"] for m in _MU_METRICS if m in s["metrics"]}
+    values = {name: {m: s["metrics"][m]["value"] for m in MU_METRICS if m in s["metrics"]}
               for name, s in sets.items()}
     neighbor = values.get(NEIGHBOR_SET)
     out = {

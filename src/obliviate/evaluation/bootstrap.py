@@ -51,20 +51,8 @@ __all__ = [
 DEFAULT_RESAMPLES = 1000
 DEFAULT_LEVEL = 0.95
 
-# Per-set metric -> the item field it averages. The truth ratio averages a transform of ``truth_ratio_x``
-# that depends on the set's kind (set_metric_samples).
-ITEM_METRICS: dict[str, str] = {
-    "rouge_l": "rouge_l",
-    "rouge1": "rouge1",
-    "probability": "probability",
-    "truth_ratio": "truth_ratio_x",
-    "truth_ratio_tofu": "truth_ratio_x",
-    "token_entropy": "token_entropy",
-    "cosine_similarity": "cosine_similarity",
-    "entailment": "entailment",
-    "exact_memorization": "exact_memorization",
-    "extraction_strength": "extraction_strength",
-}
+# Per-set metric -> the item field it is computed from (the metric registry, evaluation/metrics.py).
+ITEM_METRICS: dict[str, str] = {name: spec.item_field for name, spec in M.METRICS.items() if spec.item_field}
 
 
 def set_rng(seed: int, name: str) -> np.random.Generator:
@@ -111,6 +99,7 @@ def set_metric_samples(set_entry: Mapping[str, Any], idx: np.ndarray) -> dict[st
     items = set_entry.get("items") or []
     metrics = set_entry.get("metrics") or {}
     out: dict[str, np.ndarray] = {}
+    kind = set_entry.get("kind")
     for metric, field in ITEM_METRICS.items():
         entry = metrics.get(metric)
         if not isinstance(entry, Mapping) or entry.get("value") is None:
@@ -118,19 +107,10 @@ def set_metric_samples(set_entry: Mapping[str, Any], idx: np.ndarray) -> dict[st
         raw = [it.get(field) for it in items]
         if not raw or any(v is None for v in raw) or len(raw) != idx.shape[1]:
             continue
-        if metric == "truth_ratio_tofu":
-            # TOFU's forget-set form, mean(min(x, 1/x)): the paper's forget form without the "1 −".
-            contrib = np.asarray(M.truth_ratio_forget_items(raw), dtype=float)
-            out[metric] = contrib[idx].mean(axis=1)
-        elif metric == "truth_ratio":
-            if set_entry.get("kind") == "forget":
-                contrib = np.asarray(M.truth_ratio_forget_items(raw), dtype=float)
-                out[metric] = 1.0 - contrib[idx].mean(axis=1)
-            else:
-                contrib = np.asarray(M.truth_ratio_other_items(raw), dtype=float)
-                out[metric] = contrib[idx].mean(axis=1)
-        else:
-            out[metric] = np.asarray(raw, dtype=float)[idx].mean(axis=1)
+        spec = M.METRICS[metric]
+        contrib = np.asarray(spec.per_item(raw, kind) if spec.per_item else raw, dtype=float)
+        means = contrib[idx].mean(axis=1)
+        out[metric] = 1.0 - means if spec.complement_on_forget and kind == "forget" else means
     return out
 
 

@@ -19,7 +19,7 @@ import difflib
 import functools
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,12 +27,15 @@ from obliviate.errors import ConfigError, ObliviateError
 
 __all__ = [
     "ENTAILMENT_MIN_ROUGE_L",
+    "MEMORIZATION",
     "METRICS",
     "SET_KINDS",
+    "SIX",
     "MetricSpec",
     "entailment_items",
     "get_metric",
     "higher_is_better",
+    "metric_names",
     "normalized_probability_items",
     "probability_items",
     "register_metric",
@@ -68,17 +71,31 @@ _LOGP_TOLERANCE = 1e-4
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """A per-set metric and its direction.
+    """A per-set metric: its name, direction, per-item values and how they make the set's value.
 
     ``higher_is_better_forget``: whether a higher value is better on the forget set (less knowledge
     left is better there, so this is False for every knowledge metric). ``higher_is_better_other``:
     the same on the retain and utility sets. Directions follow results.md.
+
+    ``item_field``: the field of each item (results.json ``items``) the set's value is computed from;
+    ``per_item``: what each item contributes, given those fields and the set kind (None: the field itself);
+    the set's value is the mean of the contributions, or one minus it on the forget set with
+    ``complement_on_forget`` (docs/metrics.md). ``group``: ``"six"`` for the six metrics of Yuan et al. (2024)
+    that MU and the report tables use, ``"memorization"``, or ``""``. ``short`` / ``title``: the report's column
+    label and full name; ``shown_after``: a metric the report shows this one after, where some record has it.
     """
 
     name: str
     description: str
     higher_is_better_forget: bool
     higher_is_better_other: bool
+    item_field: str | None = None
+    per_item: Callable[[Sequence[float], str], list[float]] | None = None
+    complement_on_forget: bool = False
+    group: str = ""
+    short: str = ""
+    title: str = ""
+    shown_after: str | None = None
 
 
 METRICS: dict[str, MetricSpec] = {}
@@ -123,14 +140,30 @@ def higher_is_better(metric: str, set_kind: str) -> bool:
     return spec.higher_is_better_forget if set_kind == "forget" else spec.higher_is_better_other
 
 
+def metric_names(group: str) -> tuple[str, ...]:
+    """The registered metrics of ``group`` (``"six"``, ``"memorization"``), in registration order."""
+    return tuple(name for name, spec in METRICS.items() if spec.group == group)
+
+
+def _truth_ratio_items(xs: Sequence[float], set_kind: str) -> list[float]:
+    return truth_ratio_forget_items(xs) if set_kind == "forget" else truth_ratio_other_items(xs)
+
+
+def _truth_ratio_tofu_items(xs: Sequence[float], set_kind: str) -> list[float]:
+    return truth_ratio_forget_items(xs)
+
+
 for _spec in (
-    MetricSpec("rouge_l", "ROUGE-L recall of the greedy generation against the reference answer", False, True),
-    MetricSpec("rouge1", "ROUGE-1 recall of the greedy generation against the reference answer", False, True),
+    MetricSpec("rouge_l", "ROUGE-L recall of the greedy generation against the reference answer", False, True,
+               item_field="rouge_l", group="six", short="ROUGE-L", title="ROUGE-L recall"),
+    MetricSpec("rouge1", "ROUGE-1 recall of the greedy generation against the reference answer", False, True,
+               item_field="rouge1"),
     MetricSpec(
         "probability",
         "mean P(a|q) = exp(mean token log-prob); on utility sets normalised by the perturbed answers",
         False,
         True,
+        item_field="probability", group="six", short="Prob", title="Probability",
     ),
     MetricSpec(
         "truth_ratio",
@@ -138,6 +171,8 @@ for _spec in (
         "x = exp(mean_j nll(perturbed_j) - nll(paraphrased))",
         False,
         True,
+        item_field="truth_ratio_x", per_item=_truth_ratio_items, complement_on_forget=True, group="six",
+        short="TR", title="Truth ratio",
     ),
     MetricSpec(
         "truth_ratio_tofu",
@@ -146,39 +181,50 @@ for _spec in (
         "truth_ratio's)",
         True,
         True,
+        item_field="truth_ratio_x", per_item=_truth_ratio_tofu_items, short="TR (TOFU)",
+        title="Truth ratio, TOFU's form", shown_after="truth_ratio",
     ),
     MetricSpec(
         "token_entropy",
         "unigram token entropy of the generation divided by log2(number of tokens); low flags repetition",
         True,
         True,
+        item_field="token_entropy", group="six", short="TE", title="Token entropy",
     ),
     MetricSpec(
         "cosine_similarity",
         "max(0, cosine) of sentence embeddings of the generation and the reference",
         False,
         True,
+        item_field="cosine_similarity", group="six", short="CS", title="Cosine similarity",
     ),
     MetricSpec(
         "entailment",
         "fraction of items an NLI model labels entailment (items with ROUGE-L recall < 0.1 count as not)",
         False,
         True,
+        item_field="entailment", group="six", short="ES", title="Entailment score",
     ),
     MetricSpec(
         "exact_memorization",
         "fraction of answer tokens that are the model's argmax under teacher forcing (memorization.py)",
         False,
         True,
+        item_field="exact_memorization", group="memorization",
     ),
     MetricSpec(
         "extraction_strength",
         "1 - (shortest answer prefix after which greedy decoding reproduces the rest) / answer length",
         False,
         True,
+        item_field="extraction_strength", group="memorization",
     ),
 ):
     register_metric(_spec)
+
+SIX: tuple[str, ...] = metric_names("six")
+"""The six metrics of Yuan et al. (2024), as every set records them and MU combines them."""
+MEMORIZATION: tuple[str, ...] = metric_names("memorization")
 
 
 # --------------------------------------------------------------------------------------------------

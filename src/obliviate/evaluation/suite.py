@@ -47,8 +47,6 @@ from obliviate.likelihood import (
     tree_prompt_logprobs,
 )
 
-SIX = ("rouge_l", "probability", "truth_ratio", "token_entropy", "cosine_similarity", "entailment")
-MEMORIZATION = ("exact_memorization", "extraction_strength")
 
 
 @dataclass
@@ -345,7 +343,7 @@ def _set_result(formatter: PromptFormatter, eval_set: EvalSet, records: list[QAR
 def aggregates(sets: dict[str, dict], *, retain_truth_x: list[float] | None = None,
                fq_reason: str = "no retain model: pass --retain-model or --retain-results") -> dict[str, dict]:
     """MU (18 numbers), MU-TOFU (9), MU-retain (6), FE and FQ from the ``sets`` section."""
-    values = {name: {m: s["metrics"][m]["value"] for m in SIX if m in s["metrics"]} for name, s in sets.items()}
+    values = {name: {m: s["metrics"][m]["value"] for m in M.SIX if m in s["metrics"]} for name, s in sets.items()}
     out = {
         "model_utility": agg.model_utility(values),
         "model_utility_tofu": agg.model_utility_tofu(values),

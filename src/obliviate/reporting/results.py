@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from obliviate.errors import DataError
+from obliviate.evaluation.metrics import METRICS as REGISTRY
+from obliviate.evaluation.metrics import SIX
 
 SCHEMA_VERSION = 1
 """The ``schema_version`` this module reads."""
@@ -39,20 +41,12 @@ SET_TITLES: dict[str, str] = {
     "world_facts": "World facts",
 }
 
-# (key in results.json, short column label, full name). The short labels are the paper's.
-METRICS: tuple[tuple[str, str, str], ...] = (
-    ("rouge_l", "ROUGE-L", "ROUGE-L recall"),
-    ("probability", "Prob", "Probability"),
-    ("truth_ratio", "TR", "Truth ratio"),
-    ("token_entropy", "TE", "Token entropy"),
-    ("cosine_similarity", "CS", "Cosine similarity"),
-    ("entailment", "ES", "Entailment score"),
-)
+# (key in results.json, short column label, full name), from the metric registry. The short labels are the paper's.
+METRICS: tuple[tuple[str, str, str], ...] = tuple((name, REGISTRY[name].short, REGISTRY[name].title) for name in SIX)
 
 # Metrics shown after another one, only for sets where some record has them: (key, short, full, shown after).
-EXTRA_METRICS: tuple[tuple[str, str, str, str], ...] = (
-    ("truth_ratio_tofu", "TR (TOFU)", "Truth ratio, TOFU's form", "truth_ratio"),
-)
+EXTRA_METRICS: tuple[tuple[str, str, str, str], ...] = tuple(
+    (name, spec.short, spec.title, spec.shown_after) for name, spec in REGISTRY.items() if spec.shown_after)
 
 AGGREGATES: tuple[tuple[str, str, str], ...] = (
     ("model_utility", "MU", "Model utility"),
