@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from obliviate.models import inference, is_peft_model
 from obliviate.objectives import DEFAULT_CHUNK_SIZE, HeadLogits, OutputHead
 from obliviate.objectives.types import IGNORE_INDEX
 
@@ -43,7 +44,6 @@ DEFAULT_PACK_LENGTH = 1024
 
 
 def _causal_lm(model: nn.Module) -> nn.Module:
-    from obliviate.models import is_peft_model
     return model.get_base_model() if is_peft_model(model) else model
 
 
@@ -152,7 +152,6 @@ def inspect_model(model: nn.Module, *, reference: bool = False) -> ModelForward:
     cached = _INSPECTED.get(model, {})
     if reference in cached:
         return cached[reference]
-    from obliviate.models import inference
 
     param = next(model.parameters())
     split = _find_split(model, reference)
