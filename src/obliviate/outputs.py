@@ -32,8 +32,8 @@ from obliviate import __version__
 from obliviate.errors import ObliviateError
 from obliviate.files import replace_dir, write_json_atomic
 
-__all__ = ["MARKER", "OutputBusyError", "OutputLock", "RunFolder", "creation_problem", "environment", "is_main_process",
-           "output_path_problems", "resolve_output_path", "written_by_obliviate"]
+__all__ = ["MARKER", "OutputBusyError", "OutputLock", "RunFolder", "check_output_file", "creation_problem", "environment",
+           "is_main_process", "output_path_problems", "resolve_output_path", "written_by_obliviate"]
 
 MARKER = ".obliviate"
 """File in every folder obliviate writes a run into; its presence marks the folder as safe to replace."""
@@ -333,6 +333,18 @@ class RunFolder:
                 shutil.rmtree(self.partial, ignore_errors=True)
         finally:
             self.lock.release(keep_folders=keep)
+
+
+def check_output_file(path: str | Path, what: str = "--out") -> Path:
+    """Refuse an output file that cannot be written, before any work is done: a folder, or a place where
+    nothing can be created (under a file, in a read-only folder)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ObliviateError(f"{what} {path}: is a folder; give a file name")
+    problem = creation_problem(path.parent)
+    if problem:
+        raise ObliviateError(f"{what} {path}: cannot write it: {problem}")
+    return path
 
 
 def _git_commit() -> str | None:

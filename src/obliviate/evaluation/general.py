@@ -26,7 +26,7 @@ from typing import Any
 
 from obliviate.errors import ConfigError, DataError, ObliviateError
 from obliviate.files import read_json_object, remove_stale_temps, write_json_atomic
-from obliviate.outputs import OutputLock
+from obliviate.outputs import OutputLock, check_output_file
 from obliviate.reporting.general import validate_general_ability
 
 __all__ = [
@@ -412,7 +412,6 @@ def _targets(model_arg: str, out: str | None) -> tuple[str, Path, Path | None]:
 
 def _cmd_general(args: argparse.Namespace) -> int:
     # Deferred: imports torch and transformers, which this module otherwise avoids.
-    from obliviate.evaluation.runner import check_output_file
     from obliviate.models import load_model
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]

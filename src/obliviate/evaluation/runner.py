@@ -28,7 +28,7 @@ from obliviate.data.loading import load_qa, parse_records, read_rows
 from obliviate.errors import DataError, ObliviateError
 from obliviate.files import read_json_object, remove_stale_temps, write_json_atomic
 from obliviate.models import load_model
-from obliviate.outputs import OutputLock, creation_problem, environment
+from obliviate.outputs import OutputLock, check_output_file, environment
 from obliviate.evaluation.privacy_eval import retain_scores_from_results
 from obliviate.evaluation.suite import (
     EvalSettings,
@@ -138,18 +138,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return "sha256:" + h.hexdigest()
-
-
-def check_output_file(path: str | Path, what: str = "--out") -> Path:
-    """Refuse an output file that cannot be written, before any work is done: a folder, or a place where
-    nothing can be created (under a file, in a read-only folder)."""
-    path = Path(path)
-    if path.is_dir():
-        raise ObliviateError(f"{what} {path}: is a folder; give a file name")
-    problem = creation_problem(path.parent)
-    if problem:
-        raise ObliviateError(f"{what} {path}: cannot write it: {problem}")
-    return path
 
 
 def check_finite_model(model, spec: str) -> None:
