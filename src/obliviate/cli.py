@@ -341,6 +341,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_attack(args: argparse.Namespace) -> int:
     """A robustness probe on an unlearning run, written into its results.json (docs/robustness.md)."""
+    # Deferred: imports torch and transformers, which this module otherwise avoids.
     from obliviate import robustness as R
 
     for name in ("batch_size", "max_new_tokens"):

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from obliviate.data.formatting import TEMPLATES
+from obliviate.data.texts import FORMATS
 from obliviate.errors import ConfigError
 from obliviate.outputs import output_path_problems, resolve_output_path
 
@@ -298,7 +299,6 @@ def _common_errors(cfg: RunConfig) -> list[str]:
     if d.limit is not None and d.limit < 1:
         errors.append(f"data.limit: must be >= 1 or null, got {d.limit}")
     errors += _precision_errors(m, t)
-    from obliviate.data.texts import FORMATS
     if d.format not in FORMATS:
         errors.append(_choice("data.format", d.format, FORMATS))
     if lo.r < 1:

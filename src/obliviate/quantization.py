@@ -101,6 +101,7 @@ def quantize_model(model: torch.nn.Module, bits: int, *, backend: str = "torchao
     if backend == "bitsandbytes":
         return _bitsandbytes(bits, model_path)
     try:
+        # Deferred: optional dependency: torchao (needed only to quantise).
         from torchao.quantization import IntxWeightOnlyConfig, quantize_
         from torchao.quantization.granularity import PerAxis, PerGroup
     except ImportError as exc:
@@ -141,6 +142,7 @@ def _bitsandbytes(bits: int, model_path: str | None) -> QuantizedModel:
         raise ObliviateError("the bitsandbytes backend needs the bitsandbytes package (pip install bitsandbytes)")
     if model_path is None:
         raise ObliviateError("the bitsandbytes backend quantises while loading: give the model's folder")
+    # Deferred: transformers takes seconds to import; only this path needs it.
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     config = BitsAndBytesConfig(load_in_8bit=True) if bits == 8 else BitsAndBytesConfig(

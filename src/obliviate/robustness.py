@@ -34,9 +34,19 @@ import torch
 import yaml
 
 from obliviate.benchmarks.types import EvalSet, LoadedBenchmark
+from obliviate.config import UnlearnConfig, _build
+from obliviate.data.collate import collate_examples
 from obliviate.data.formatting import PromptFormatter
+from obliviate.data.loading import load_qa, read_rows
 from obliviate.data.records import QARecord
 from obliviate.errors import DataError, ObliviateError
+from obliviate.evaluation.runner import check_finite_model, load_benchmark
+from obliviate.evaluation.suite import EvalSettings, Scorers, evaluate_model
+from obliviate.files import remove_stale_temps, write_json_atomic
+from obliviate.models import load_model
+from obliviate.outputs import OutputLock
+from obliviate.quantization import DEFAULT_GROUP_SIZE, check_backend, default_backend, quantize_model
+from obliviate.training.run import eval_benchmark
 
 __all__ = ["PROBES", "ProbeContext", "add_probe_section", "paraphrase_probe", "probe_context", "quantization_probe",
            "recovery", "relearn_probe"]
@@ -90,11 +100,6 @@ def probe_context(run: str | Path, *, target: str | None = None, retain: str | N
     ``<run>/results.json``, which must exist: evaluate the run first). Settings not given are the run's own;
     the embedding and NLI models are off unless named (the probes compare models on the same measures).
     """
-    from obliviate.config import UnlearnConfig, _build
-    from obliviate.evaluation.runner import load_benchmark
-    from obliviate.evaluation.suite import EvalSettings
-    from obliviate.training.run import eval_benchmark
-
     run_dir = Path(run)
     if not (run_dir / "run.json").is_file() or not (run_dir / "model").is_dir():
         raise ObliviateError(f"{run_dir}: not a finished run folder (expected run.json and model/ in it)")
@@ -132,7 +137,6 @@ def probe_context(run: str | Path, *, target: str | None = None, retain: str | N
 
 def _scorers(ctx: ProbeContext):
     if ctx.scorers is None:
-        from obliviate.evaluation.suite import Scorers
         ctx.scorers = Scorers.load(ctx.settings)
     return ctx.scorers
 
@@ -146,7 +150,6 @@ def measure(ctx: ProbeContext, model, tokenizer, sets: Sequence | None = None) -
                                  f"benchmark measures with its own sets")
         body = ctx.loaded.evaluator(model, tokenizer, ctx.settings)
     else:
-        from obliviate.evaluation.suite import evaluate_model
         body = evaluate_model(model, ctx.formatter(tokenizer), list(sets), scorers=_scorers(ctx),
                               settings=ctx.settings)
     ctx.kinds.update({name: s.get("kind") for name, s in body["sets"].items()})
@@ -158,9 +161,6 @@ def _forget_and_retain(ctx: ProbeContext):
 
 
 def _load(spec: str, dtype: str):
-    from obliviate.evaluation.runner import check_finite_model
-    from obliviate.models import load_model
-
     model, tokenizer = load_model(spec, dtype=dtype)
     check_finite_model(model, spec)
     return model, tokenizer
@@ -238,8 +238,6 @@ def _section(probe: str, ctx: ProbeContext, rows: list[dict], reasons: dict[str,
 def quantization_probe(ctx: ProbeContext, *, bits: Sequence[int] = (8, 4), backend: str | None = None,
                        group_size: int | None = None) -> dict:
     """The unlearned model measured in full precision and after weight quantisation to each of ``bits``."""
-    from obliviate.quantization import DEFAULT_GROUP_SIZE, check_backend, default_backend, quantize_model
-
     backend = backend or default_backend()
     group_size = group_size or DEFAULT_GROUP_SIZE
     check_backend(bits, backend)
@@ -284,7 +282,6 @@ def question_variants(records: Sequence[QARecord]) -> dict[str, list[str]]:
         variants["paraphrased_question"] = [r.paraphrased_question for r in records]
     located = [_source_file(r) for r in records]
     if records and all(located):
-        from obliviate.data.loading import read_rows
         rows: dict[str, Any] = {}
         for path in sorted({p for p, _ in located}):
             rows.update({row.source: row.value for row in read_rows(path).rows})
@@ -353,8 +350,6 @@ def relearn_model(model, tokenizer, formatter: PromptFormatter, records: Sequenc
                   learning_rate: float, batch_size: int, seed: int) -> list[float]:
     """Fine-tune ``model`` in place for ``steps`` AdamW steps on ``records`` (answer tokens labelled, the data
     cycled in a seeded order); returns the loss of every step."""
-    from obliviate.data.collate import collate_examples
-
     examples = [formatter.encode(r.question, r.answer) for r in records]
     order = list(range(len(examples)))
     rng = random.Random(seed)
@@ -387,7 +382,6 @@ def relearn_model(model, tokenizer, formatter: PromptFormatter, records: Sequenc
 
 
 def _load_subset(path: str) -> list[QARecord]:
-    from obliviate.data.loading import load_qa
     return load_qa(path)
 
 
@@ -478,9 +472,6 @@ def relearn_probe(ctx: ProbeContext, *, steps: int, data: str | None = None, cou
 
 def add_probe_section(results_path: str | Path, name: str, section: Mapping[str, Any]) -> dict:
     """Write ``section`` into ``results_path`` under ``probes.<name>`` (atomically, under the file's lock)."""
-    from obliviate.files import remove_stale_temps, write_json_atomic
-    from obliviate.outputs import OutputLock
-
     if name not in PROBES:
         raise ValueError(f"unknown probe {name!r}")
     path = Path(results_path)

@@ -41,6 +41,7 @@ from obliviate.benchmarks.types import LoadedBenchmark
 from obliviate.data.loading import decode_utf8, describe_value, format_problem, looks_like_hub_id, raise_problems
 from obliviate.data.records import QARecord, TextRecord
 from obliviate.errors import DataError, ObliviateError
+from obliviate.evaluation import metrics as M
 
 __all__ = ["HUB_IDS", "KNOWMEM_MAX_NEW_TOKENS", "MuseData", "VERBMEM_MAX_NEW_TOKENS", "evaluate_muse",
            "find_muse_root", "is_muse_folder", "knowmem_prompt", "load_muse", "muse_privacy"]
@@ -183,6 +184,7 @@ def _read_local(folder: Path, subset: str, split: str) -> tuple[list[dict[str, s
 
 
 def _read_hub(hub_id: str, subset: str, split: str) -> list[dict[str, str]] | None:
+    # Deferred: datasets is heavy and only the hub path needs it.
     import datasets
 
     origin = f"{hub_id}[{subset}/{split}]"
@@ -257,6 +259,7 @@ def _cut_answer(text: str) -> str:
 
 
 def _decode(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, batch_size: int) -> list[str]:
+    # Deferred: imports torch and transformers, which this module otherwise avoids.
     from obliviate.generation import greedy_decode, stop_token_ids
 
     ids = [tokenizer(p, add_special_tokens=True)["input_ids"] for p in prompts]
@@ -284,8 +287,6 @@ def evaluate_muse(model, tokenizer, data: MuseData, *, set_size: int | None = No
 
     ``set_size`` keeps the first N rows of each set (quick runs; not comparable with published numbers).
     """
-    from obliviate.evaluation import metrics as M
-
     sets: dict[str, dict] = {}
     if data.verbmem is not None:
         rows = _limit(data.verbmem, set_size)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from obliviate.benchmarks.types import LoadedBenchmark
 from obliviate.errors import ObliviateError
+from obliviate.evaluation.general import _check_arguments, check_tasks, run_general_ability
 
 __all__ = ["CHANCE", "WMDP_TASKS", "is_forget_task", "wmdp_benchmark", "wmdp_sections"]
 
@@ -58,8 +59,6 @@ def wmdp_benchmark(tasks: Sequence[str] = (), *, include_path: str | Path | None
 
     The task names are checked now (lm-eval installed, every name known), before any model is loaded.
     """
-    from obliviate.evaluation.general import _check_arguments, check_tasks, run_general_ability
-
     names = [t.strip() for t in (tasks or WMDP_TASKS) if t.strip()]
     if not names:
         raise ObliviateError("the wmdp benchmark needs at least one lm-eval task, e.g. wmdp_bio")

@@ -175,6 +175,7 @@ class _BadJSON:
 
 
 def _hub_rows(spec: str) -> list[tuple[Any, str, str]]:
+    # Deferred: datasets is heavy and only the hub path needs it.
     import datasets
 
     hub_id, config, split = parse_hub_spec(spec)

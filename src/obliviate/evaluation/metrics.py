@@ -270,6 +270,7 @@ def _rouge_scorer() -> Any:
 
 def _rouge_scorer_unstemmed() -> Any:
     try:
+        # Deferred: optional dependency: rouge-score (the eval extra).
         from rouge_score import rouge_scorer
     except ImportError as err:
         raise ObliviateError("ROUGE needs the 'rouge-score' package: pip install 'obliviate[eval]'") from err

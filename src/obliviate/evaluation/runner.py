@@ -19,10 +19,12 @@ from pathlib import Path
 
 import torch
 
+from obliviate.benchmarks.muse import muse_benchmark
 from obliviate.benchmarks.real_world import real_world_aggregates, real_world_benchmark
 from obliviate.benchmarks.synthetic import load_manifest
 from obliviate.benchmarks.tofu import _normalise_utility, load_tofu, load_tofu_holdout
 from obliviate.benchmarks.types import BENCHMARKS, BenchmarkSpec, EvalSet, Holdout, LoadedBenchmark
+from obliviate.benchmarks.wmdp import wmdp_benchmark
 from obliviate.data.formatting import PromptFormatter
 from obliviate.data.loading import load_qa, parse_records, read_rows
 from obliviate.errors import DataError, ObliviateError
@@ -89,10 +91,8 @@ def _load_sets(spec: BenchmarkSpec) -> LoadedBenchmark:
     if spec.kind == "real_world":
         return real_world_benchmark(spec.source)
     if spec.kind == "muse":
-        from obliviate.benchmarks.muse import muse_benchmark
         return muse_benchmark(spec.source)
     if spec.kind == "wmdp":
-        from obliviate.benchmarks.wmdp import wmdp_benchmark
         return wmdp_benchmark(spec.tasks, include_path=spec.include_path, limit=spec.limit)
     if spec.kind == "synthetic":
         folder = Path(spec.source or "")

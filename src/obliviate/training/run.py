@@ -34,6 +34,7 @@ import yaml
 from transformers import TrainerCallback, TrainingArguments, set_seed
 from transformers.integrations import is_deepspeed_zero3_enabled
 
+from obliviate.benchmarks.muse import find_muse_root
 from obliviate.benchmarks.real_world import is_real_world_folder, real_world_benchmark
 from obliviate.benchmarks.tofu import load_tofu
 from obliviate.benchmarks.types import BenchmarkSpec, Holdout, LoadedBenchmark
@@ -41,7 +42,7 @@ from obliviate.config import FinetuneConfig, RunConfig, UnlearnConfig, config_to
 from obliviate.data.formatting import PromptFormatter
 from obliviate.data.loading import load_qa
 from obliviate.data.refusals import load_refusals
-from obliviate.data.texts import load_set
+from obliviate.data.texts import detect_format, load_set, record_key
 from obliviate.data.records import QARecord, TextRecord
 from obliviate.errors import ConfigError, DataError, ObliviateError
 from obliviate.evaluation.runner import evaluate, load_benchmark, retain_reference_from_results
@@ -98,8 +99,6 @@ def check_training_sets(forget: list[QARecord], retain: list[QARecord]) -> None:
     Unlearning pushes the forget answers away and pulls the retain answers in: on a question in both sets the
     two objectives fight, and a retain set equal to the forget set undoes the run.
     """
-    from obliviate.data.texts import record_key
-
     forget_q, retain_q = Counter(map(record_key, forget)), Counter(map(record_key, retain))
     if forget and retain and set(forget_q) == set(retain_q):
         verb, what = ("holds", "texts") if isinstance(forget[0], TextRecord) else ("asks", "questions")
@@ -481,9 +480,6 @@ def eval_benchmark(cfg: UnlearnConfig):
 def _inferred_benchmark(cfg: UnlearnConfig):
     """The benchmark an unlearning run is evaluated on: ``eval.benchmark`` (muse, wmdp) when given, else inferred
     from its data section (a forget file inside a MUSE folder is evaluated on MUSE)."""
-    from obliviate.benchmarks.muse import find_muse_root
-    from obliviate.data.texts import detect_format
-
     d, e = cfg.data, cfg.eval
     if e.benchmark == "wmdp":
         return BenchmarkSpec(kind="wmdp", tasks=list(e.tasks), include_path=e.include_path, limit=e.limit)
