@@ -52,12 +52,45 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _describe_method(name: str) -> int:
+    """Formula, parameters (defaults, ranges), paper and pinning test of one method."""
+    # Deferred: imports torch, which this module otherwise avoids.
+    from obliviate.objectives import describe_params, get_forget, get_regularizer, resolve_method
+
+    m = resolve_method(name)
+    print(f"{m.name}: {m.description}")
+    if m.aliases:
+        print(f"  also called: {', '.join(m.aliases)}")
+    print(f"  paper: {m.paper or '—'}")
+    print(f"  loss = {m.forget_coeff:g} · L_forget + {m.regularization_coeff:g} · L_reg"
+          f"   (mask={'true' if m.mask else 'false'}: the forget term sees "
+          f"{'answer tokens only' if m.mask else 'question and answer tokens'})")
+    for role, spec, defaults, key in (("L_forget", get_forget(m.forget), m.forget_params, "forget_params"),
+                                      ("L_reg", get_regularizer(m.regularizer), m.regularizer_params,
+                                       "regularizer_params")):
+        print(f"  {role} = {spec.name}: {spec.formula or spec.description}")
+        shared = getattr(spec.params, "SHARED", ())
+        for line in describe_params(spec.params):
+            field = line.split(" ", 1)[0]
+            where = f"method.{field}" if field in shared else f"method.{key}.{field}"
+            extra = f" [this method: {defaults[field]!r}]" if field in defaults else ""
+            print(f"      {where}: {line.split(' ', 1)[1]}{extra}")
+        if spec.trainable is not None:
+            print("      trains only the weights its parameter filter selects (see its parameters)")
+        if spec.paper and spec.paper != m.paper:
+            print(f"      paper: {spec.paper}")
+    print(f"  pinned by: {m.test or spec.test or 'tests/unit/test_objectives.py'}")
+    return 0
+
+
 def _cmd_methods(args: argparse.Namespace) -> int:
     # Deferred: imports torch, which this module otherwise avoids.
-    from obliviate.objectives import list_methods
+    from obliviate.objectives import all_methods
     from obliviate.objectives.registry import FORGET_TERMS, REGULARIZERS
 
-    methods = list_methods()
+    if args.name:
+        return _describe_method(args.name)
+    methods = all_methods()
     width = max(len(m.name) for m in methods)
     print("Named methods (any <forget>+<regularizer> pair also works, e.g. ME+KL):\n")
     for m in methods:
@@ -65,8 +98,11 @@ def _cmd_methods(args: argparse.Namespace) -> int:
         print(f"  {m.name:<{width}}  {kind:<10}  forget×{m.forget_coeff:g} + reg×{m.regularization_coeff:g}"
               f"  mask={'true' if m.mask else 'false'}")
         print(f"  {'':<{width}}  {m.description}  [{m.paper}]")
+        if m.aliases:
+            print(f"  {'':<{width}}  also called {', '.join(m.aliases)}")
     print("\nForget terms: " + ", ".join(FORGET_TERMS.names()))
     print("Regularizers: " + ", ".join(REGULARIZERS.names()))
+    print("\n`obliviate methods NAME` prints a method's formula, parameters, paper and test.")
     return 0
 
 
@@ -401,7 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("methods", help="list the unlearning methods, their defaults and papers")
+    p = sub.add_parser("methods", help="list the unlearning methods, their defaults and papers; "
+                                       "with NAME: its formula, parameters, paper and test")
+    p.add_argument("name", nargs="?", help="a method, e.g. SimNPO or NPO+GD")
     p.set_defaults(func=_cmd_methods)
 
     p = sub.add_parser("models", help="list built-in and cached models")

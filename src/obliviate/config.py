@@ -82,8 +82,10 @@ class MethodConfig:
     forget_coeff: float | None = None   # None = the method's paper default
     regularization_coeff: float | None = None
     mask: bool | None = None            # None = method default (ME+GD: false, others: true)
-    beta: float = 0.1
-    me_direction: str = "uniform_to_model"
+    beta: float = 0.1                   # β of NPO, DPO and AP
+    me_direction: str = "uniform_to_model"  # ME's KL direction
+    forget_params: dict | None = None   # the forget term's own parameters (`obliviate methods NAME` lists them)
+    regularizer_params: dict | None = None  # the regularizer's own parameters
 
 
 @dataclass
@@ -411,14 +413,36 @@ def _method_errors(mc: MethodConfig) -> list[str]:
     from obliviate.objectives import resolve_method
 
     errors: list[str] = []
+    spec = None
     try:
-        resolve_method(mc.name)
+        spec = resolve_method(mc.name)
     except ConfigError as exc:
         errors += [f"method.name: {e}" for e in exc.errors]
     if mc.beta <= 0:
         errors.append(f"method.beta: must be > 0, got {mc.beta}")
     if mc.me_direction not in ME_DIRECTIONS:
         errors.append(_choice("method.me_direction", mc.me_direction, ME_DIRECTIONS))
+    for key in ("forget_params", "regularizer_params"):
+        value = getattr(mc, key)
+        if value is not None and not isinstance(value, dict):
+            errors.append(f"method.{key}: expected a mapping of parameter: value, got {value!r}")
+    if spec is None or errors:
+        return errors
+    from obliviate.objectives import ObjectiveParams, get_forget, get_regularizer, term_params
+
+    _, _, problems = term_params(spec.forget, spec.regularizer, shared=ObjectiveParams(mc.beta, mc.me_direction),
+                                 method=spec, forget_params=mc.forget_params,
+                                 regularizer_params=mc.regularizer_params)
+    errors += problems
+    # The method-level keys set the terms that have always read them; elsewhere a changed value would be ignored.
+    shared = {k for s in (get_forget(spec.forget), get_regularizer(spec.regularizer))
+              for k in getattr(s.params, "SHARED", ())}
+    defaults = MethodConfig()
+    for key in ("beta", "me_direction"):
+        if getattr(mc, key) != getattr(defaults, key) and key not in shared:
+            errors.append(f"method.{key}: {spec.name} does not read it (it sets NPO, DPO and AP's beta and ME's "
+                          f"me_direction); set this method's parameters under method.forget_params / "
+                          f"method.regularizer_params (`obliviate methods {spec.name}` lists them)")
     return errors
 
 

@@ -117,6 +117,39 @@ def capture_hidden(decoder: nn.Module):
         handle.remove()
 
 
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder blocks of a causal LM, in order (``model.layers`` of Llama-style models, ``transformer.h`` of
+    GPT-2-style ones); ValueError naming the model when none is found."""
+    lm = _causal_lm(model)
+    for path in ("model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers", "layers", "h"):
+        node: object = lm
+        for name in path.split("."):
+            node = getattr(node, name, None)
+            if node is None:
+                break
+        if isinstance(node, nn.ModuleList) and len(node) > 0:
+            return node
+    raise ValueError(f"{type(lm).__name__}: cannot find its decoder blocks (model.layers, transformer.h, ...)")
+
+
+@contextmanager
+def capture_layers(model: nn.Module, layers: Sequence[int]):
+    """Collects the outputs ``(R, L, H)`` of decoder blocks ``layers`` during the next forward call into
+    ``box[layer]`` (a hook on those blocks only)."""
+    box: dict[int, Tensor] = {}
+    blocks = decoder_layers(model) if layers else None
+    handles = []
+    for layer in layers:
+        def hook(module, args, output, layer=layer):
+            box[layer] = output[0] if isinstance(output, (tuple, list)) else output
+        handles.append(blocks[layer].register_forward_hook(hook))
+    try:
+        yield box
+    finally:
+        for h in handles:
+            h.remove()
+
+
 # ---------------------------------------------------------------- checks, once per model
 
 
@@ -263,15 +296,29 @@ def _layout(inputs: Mapping[str, Mapping[str, Tensor]], parts: Sequence[str], *,
 # ---------------------------------------------------------------- the forward pass
 
 
+def _unpack(flat: Tensor, layout: _Layout, inputs: Mapping[str, Mapping[str, Tensor]], part: str) -> Tensor:
+    """Rows of a flattened ``(R·L, D)`` output back to the part's ``(B, T, D)`` layout, zero past each end."""
+    b, t = inputs[part]["input_ids"].shape
+    offsets = torch.arange(t, device=flat.device)
+    index = layout.starts[part][:, None] + offsets[None]
+    valid = offsets[None] < layout.lengths[part][:, None]
+    dense = flat.new_zeros(b, t, flat.shape[-1])
+    dense[valid] = flat[index[valid]]
+    return dense
+
+
 def forward_parts(model: nn.Module, inputs: Mapping[str, Mapping[str, Tensor]], parts: Sequence[str], *,
                   split: Split | None, pad_token_id: int, pack: bool, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                  pack_length: int = DEFAULT_PACK_LENGTH) -> dict[str, Tensor | HeadLogits]:
+                  pack_length: int = DEFAULT_PACK_LENGTH, layers: Sequence[int] = (),
+                  hidden_out: dict[str, dict[int, Tensor]] | None = None) -> dict[str, Tensor | HeadLogits]:
     """ONE forward pass of ``model`` over every part; per part, logits aligned with its ``labels``.
 
     ``inputs[part]`` holds right-padded ``input_ids``, ``attention_mask`` and ``labels`` ``(B, T)``. With a
     ``split`` (see :func:`inspect_model`) each part comes back as a :class:`HeadLogits`; without, as
     materialised float32 logits ``(B, T, V)`` (float64 for a float64 model; zero past each sequence's end).
     ``pack`` lays the sequences end to end (only for models whose :func:`inspect_model` says they pack).
+    ``layers``: decoder blocks whose outputs are also captured (hooks on those blocks only), into
+    ``hidden_out[part][layer]`` as ``(B, T, H)`` (0 past each sequence's end).
     """
     parts = tuple(parts)
     layout = _layout(inputs, parts, pad_token_id=pad_token_id, pack=pack, pack_length=pack_length)
@@ -280,21 +327,22 @@ def forward_parts(model: nn.Module, inputs: Mapping[str, Mapping[str, Tensor]], 
         kwargs["attention_mask"] = layout.attention_mask
     if layout.position_ids is not None:
         kwargs["position_ids"] = layout.position_ids
+    layers = tuple(layers)
+    if layers and hidden_out is None:
+        raise ValueError("layers given without hidden_out to collect them into")
     if split is None:
-        logits = model(**kwargs).logits
+        with capture_layers(model, layers) as blocks:
+            logits = model(**kwargs).logits
+        _collect(blocks, layout, inputs, parts, hidden_out)
         flat = logits.reshape(-1, logits.shape[-1])
         out = {}
         for p in parts:
-            b, t = inputs[p]["input_ids"].shape
-            offsets = torch.arange(t, device=flat.device)
-            index = layout.starts[p][:, None] + offsets[None]
-            valid = offsets[None] < layout.lengths[p][:, None]
-            dense = flat.new_zeros(b, t, flat.shape[-1])
-            dense[valid] = flat[index[valid]]
+            dense = _unpack(flat, layout, inputs, p)
             out[p] = dense if dense.dtype == torch.float64 else dense.float()
         return out
-    with capture_hidden(split.decoder) as box:
+    with capture_hidden(split.decoder) as box, capture_layers(model, layers) as blocks:
         model(**kwargs, logits_to_keep=1)
+    _collect(blocks, layout, inputs, parts, hidden_out)
     hidden = box["hidden"]
     flat = hidden.reshape(-1, hidden.shape[-1])
     head = split.head()
@@ -306,3 +354,11 @@ def forward_parts(model: nn.Module, inputs: Mapping[str, Mapping[str, Tensor]], 
         index = (layout.starts[p][:, None] + torch.arange(t - 1, device=flat.device)[None])[mask]
         out[p] = HeadLogits(flat.index_select(0, index), labels, head, chunk_size=chunk_size)
     return out
+
+
+def _collect(blocks: dict[int, Tensor], layout: _Layout, inputs: Mapping[str, Mapping[str, Tensor]],
+             parts: Sequence[str], hidden_out: dict[str, dict[int, Tensor]] | None) -> None:
+    if hidden_out is None or not blocks:
+        return
+    for p in parts:
+        hidden_out[p] = {layer: _unpack(h.reshape(-1, h.shape[-1]), layout, inputs, p) for layer, h in blocks.items()}

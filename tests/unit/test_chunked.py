@@ -39,6 +39,12 @@ FIELDS = [f.name for f in dataclasses.fields(UnlearningInputs)]
 ALL_TERMS = [("forget", n) for n in FORGET_TERMS.names()] + [("regularizer", n) for n in REGULARIZERS.names()]
 PARAM_SETS = [ObjectiveParams(beta=0.1), ObjectiveParams(beta=0.7, me_direction="model_to_uniform")]
 B, T, H, V = 3, 7, 5, 11
+# Terms whose gradient is orders of magnitude below the logits (SatImp's weight p^5 (1 − p); CE-U's p − q, a
+# difference of two near-equal distributions): float32 rounding of the logits themselves (~1e-7 of their size,
+# different between a whole-batch and a per-chunk matrix product) is then above 1e-6 of the gradient's scale. They
+# are held to 1e-10 in float64 (above and in their own tests).
+ILL_CONDITIONED_IN_FLOAT32 = {"ceu", "satimp"}
+FLOAT32_TERMS = [(k, n) for k, n in ALL_TERMS if n not in ILL_CONDITIONED_IN_FLOAT32]
 
 
 def spec_of(kind: str, name: str):
@@ -145,7 +151,7 @@ def test_every_term_float64_values_and_gradients(kind, name, params):
 
 
 @pytest.mark.parametrize("params", PARAM_SETS, ids=["beta0.1-u2m", "beta0.7-m2u"])
-@pytest.mark.parametrize("kind,name", ALL_TERMS)
+@pytest.mark.parametrize("kind,name", FLOAT32_TERMS)
 def test_every_term_float32_values_and_gradients(kind, name, params):
     """The same in float32, within 1e-6 of the materialised value (relative to its magnitude)."""
     fn = spec_of(kind, name).fn

@@ -5,8 +5,9 @@ output layer, applied a chunk of tokens at a time); the terms read them the same
 
 The trainer runs the forward passes a method needs (:func:`required_inputs`), packs them into
 :class:`UnlearningInputs`, and calls :func:`compute_objective` — the one place where a forget term and a
-regularizer are combined. Terms live in :mod:`obliviate.objectives.terms`; users add their own with
-:func:`register_forget` / :func:`register_regularizer`.
+regularizer are combined. Terms live in :mod:`obliviate.objectives.terms` and, one module per method, in
+:mod:`obliviate.objectives.recent`; users add their own with :func:`register_forget` / :func:`register_regularizer`
+(and name a method with :func:`register_method`).
 """
 
 from obliviate.objectives.types import (
@@ -24,8 +25,10 @@ from obliviate.objectives.logprobs import (
     token_logprobs,
     token_mean,
     token_nll_sum_and_count,
+    token_rows,
     token_uniform_kl,
 )
+from obliviate.objectives.params import NoParams, build_params, describe_params, param
 from obliviate.objectives.registry import (
     FORGET_TERMS,
     REGULARIZERS,
@@ -40,11 +43,14 @@ from obliviate.objectives import terms
 from obliviate.objectives.methods import (
     MethodSpec,
     RequiredInputs,
+    all_methods,
     list_methods,
+    register_method,
     required_inputs,
     resolve_method,
 )
-from obliviate.objectives.compose import ObjectiveResult, compute_objective
+from obliviate.objectives.compose import ObjectiveResult, compute_objective, new_states, term_params
+from obliviate.objectives import recent  # noqa: E402  (registers the newer methods)
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -62,7 +68,17 @@ __all__ = [
     "TermRegistry",
     "TermSpec",
     "UnlearningInputs",
+    "NoParams",
+    "all_methods",
+    "build_params",
     "compute_objective",
+    "describe_params",
+    "new_states",
+    "param",
+    "recent",
+    "register_method",
+    "term_params",
+    "token_rows",
     "get_forget",
     "get_regularizer",
     "list_methods",

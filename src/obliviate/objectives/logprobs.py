@@ -186,3 +186,30 @@ def _kl_rows(ref_rows: Tensor, rows: Tensor) -> Tensor:
     log_ref = torch.log_softmax(ref_rows.to(log_p.dtype), dim=-1)
     # kl_div(input, target, log_target=True) = exp(target) · (target − input), elementwise.
     return F.kl_div(log_p, log_ref, reduction="none", log_target=True).sum(dim=-1)
+
+
+def token_rows(logits: Tensor, labels: Tensor, fn, ref_logits: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Any per-token quantity ``fn(z (n, V), targets (n,), ref_z (n, V) or None) → (n,)`` of the logits rows that
+    predict a labelled token; ``(values (B, T-1), mask)`` with 0 at ignored positions.
+
+    ``z`` is float32 (float64 for float64 logits), ``targets`` the next tokens, ``ref_z`` the frozen reference's
+    rows (detached; cast it to ``z.dtype``). On :class:`HeadLogits` the rows are computed a chunk at a time and
+    recomputed in backward (autograd through activation checkpointing), so a new term needs no hand-written
+    gradient and never holds ``(B, T, V)`` logits; on materialised logits ``fn`` sees all rows at once. ``fn`` must
+    not modify its arguments in place.
+    """
+    if isinstance(logits, HeadLogits):
+        logits.check_labels(labels)
+        return _scatter(logits.map_rows(fn, ref_logits), logits.mask), logits.mask
+    rows, targets, mask = _labelled_rows(logits, labels)
+    ref_rows = None
+    if ref_logits is not None:
+        if ref_logits.shape != logits.shape:
+            raise ValueError(
+                f"ref_logits shape {tuple(ref_logits.shape)} must equal logits shape {tuple(logits.shape)}")
+        if isinstance(ref_logits, HeadLogits):
+            with torch.no_grad():
+                ref_rows = ref_logits.rows()
+        else:
+            ref_rows, _, _ = _labelled_rows(ref_logits.detach(), labels)
+    return _scatter(fn(rows, targets, ref_rows), mask), mask

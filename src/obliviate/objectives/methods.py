@@ -6,12 +6,17 @@ default coefficients: ``forget_coeff = regularization_coeff = 1.0`` and ``mask =
 pair whose forget term is ME takes ME+GD's defaults, ``forget_coeff = 0.1`` and ``mask = False``
 (the paper's setting for ME; applying it to every ME pair means that swapping the regularizer changes
 only the regularizer).
+
+Newer methods are registered with :func:`register_method` next to their terms (``obliviate/objectives/recent/``),
+with their papers' parameter defaults and the names open-unlearning gives them (``aliases``); :func:`all_methods`
+lists them after the 14.
 """
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from obliviate.errors import ConfigError
 from obliviate.objectives import terms  # noqa: F401  (registers the built-in terms)
@@ -38,6 +43,12 @@ class MethodSpec:
     targeted: bool = False
     description: str = ""
     paper: str = ""
+    forget_params: Mapping[str, object] = field(default_factory=dict)
+    regularizer_params: Mapping[str, object] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+    formula: str = ""
+    test: str = ""
+    train: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -51,11 +62,13 @@ class RequiredInputs:
     fields: tuple[str, ...]
     ref_logps: tuple[str, ...]
     ref_logits: tuple[str, ...]
+    hidden: tuple[str, ...] = ()
+    ref_hidden: tuple[str, ...] = ()
 
     @property
     def needs_reference_model(self) -> bool:
-        """Whether a frozen reference model must be loaded (NPO, DPO, KL, LLMU)."""
-        return bool(self.ref_logps or self.ref_logits)
+        """Whether a frozen reference model must be loaded (NPO, DPO, KL, LLMU, and terms reading its states)."""
+        return bool(self.ref_logps or self.ref_logits or self.ref_hidden)
 
 
 # ME+GD's defaults (docs/methods.md), also used for every other pair whose forget term is ME.
@@ -106,9 +119,44 @@ _NAMED_METHODS: tuple[MethodSpec, ...] = (
 )
 
 
+#: open-unlearning's names of the 14 (its NPO and DPO include a retain term, so its names differ from ours there).
+_ALIASES: dict[str, str] = {"gradascent": "GA", "graddiff": "GA+GD", "idknll": "IDK+GD", "idkdpo": "DPO+GD"}
+_REGISTERED: list[MethodSpec] = []
+
+
 def list_methods() -> list[MethodSpec]:
     """The 14 named methods of Yuan et al. (2024), in the paper's order."""
     return list(_NAMED_METHODS)
+
+
+def all_methods() -> list[MethodSpec]:
+    """The 14 named methods, then every method registered with :func:`register_method`, in registration order."""
+    return [*_NAMED_METHODS, *_REGISTERED]
+
+
+def register_method(name: str, forget: str, regularizer: str, *, description: str, paper: str,
+                    forget_coeff: float = 1.0, regularization_coeff: float = 1.0, mask: bool = True,
+                    forget_params: Mapping[str, object] | None = None,
+                    regularizer_params: Mapping[str, object] | None = None, aliases: tuple[str, ...] = (),
+                    formula: str = "", test: str = "", train: Mapping[str, object] | None = None) -> MethodSpec:
+    """Name a method: its terms, coefficients, mask and parameter defaults (its paper's), the names other toolkits
+    give it, its formula and the test that pins it. ``train``: the paper's training settings where they differ from
+    the TOFU defaults of the config generator. ValueError on a name or alias already taken (a mistake in code)."""
+    forget_spec, reg_spec = get_forget(forget), get_regularizer(regularizer)
+    taken = {m.name.lower() for m in all_methods()} | set(_ALIASES)
+    for key in (name, *aliases):
+        if "".join(key.split()).lower() in taken:
+            raise ValueError(f"method name or alias {key!r} is already taken")
+    spec = MethodSpec(name=name, forget=forget, regularizer=regularizer, forget_coeff=forget_coeff,
+                      regularization_coeff=regularization_coeff, mask=mask, targeted=_is_targeted(forget),
+                      description=description, paper=paper, forget_params=dict(forget_params or {}),
+                      regularizer_params=dict(regularizer_params or {}), aliases=tuple(aliases),
+                      formula=formula or f"{forget_spec.formula} + {reg_spec.formula}", test=test,
+                      train=dict(train or {}))
+    _REGISTERED.append(spec)
+    for alias in aliases:
+        _ALIASES["".join(alias.split()).lower()] = name
+    return spec
 
 
 def _pair_name(forget: str, regularizer: str) -> str:
@@ -116,13 +164,13 @@ def _pair_name(forget: str, regularizer: str) -> str:
 
 
 def _unknown_method(name: str) -> ConfigError:
-    candidates = [m.name.lower() for m in _NAMED_METHODS] + [
+    candidates = [m.name.lower() for m in all_methods()] + list(_ALIASES) + [
         _pair_name(f, r).lower() for f in FORGET_TERMS.names() for r in REGULARIZERS.names()
     ]
     close = difflib.get_close_matches(name.strip().lower(), list(dict.fromkeys(candidates)), n=1)
     hint = f"did you mean '{close[0].upper()}'? " if close else ""
     return ConfigError([
-        f"unknown method '{name}'; {hint}named methods: {', '.join(m.name for m in _NAMED_METHODS)}; "
+        f"unknown method '{name}'; {hint}named methods: {', '.join(m.name for m in all_methods())}; "
         f"or any '<forget>+<regularizer>' with forget terms {', '.join(FORGET_TERMS.names())} "
         f"and regularizers {', '.join(REGULARIZERS.names())}"
     ])
@@ -140,7 +188,8 @@ def resolve_method(name: str) -> MethodSpec:
     if not isinstance(name, str) or not name.strip():
         raise ConfigError([f"method must be a non-empty string such as 'NPO+GD', got {name!r}"])
     key = "".join(name.split()).lower()
-    for method in _NAMED_METHODS:
+    key = "".join(_ALIASES.get(key, key).split()).lower()
+    for method in all_methods():
         if method.name.lower() == key:
             return method
     parts = key.split("+")
@@ -149,7 +198,7 @@ def resolve_method(name: str) -> MethodSpec:
     if len(parts) != 2 or parts[0] not in FORGET_TERMS or parts[1] not in REGULARIZERS:
         raise _unknown_method(name)
     forget, regularizer = parts
-    for method in _NAMED_METHODS:
+    for method in all_methods():
         if (method.forget, method.regularizer) == (forget, regularizer):
             return method
     forget_spec, reg_spec = get_forget(forget), get_regularizer(regularizer)
@@ -183,8 +232,12 @@ def required_inputs(forget: str, regularizer: str) -> RequiredInputs:
     needs = set().union(*(s.needs for s in specs))
     logps = set().union(*(s.needs_ref_logps for s in specs))
     logits = set().union(*(s.needs_ref_logits for s in specs))
+    hidden = set().union(*(s.hidden for s in specs))
+    ref_hidden = set().union(*(s.ref_hidden for s in specs))
     return RequiredInputs(
         fields=tuple(f for f in INPUT_FIELDS if f in needs),
         ref_logps=tuple(f for f in INPUT_FIELDS if f in logps),
         ref_logits=tuple(f for f in INPUT_FIELDS if f in logits),
+        hidden=tuple(f for f in INPUT_FIELDS if f in hidden),
+        ref_hidden=tuple(f for f in INPUT_FIELDS if f in ref_hidden),
     )

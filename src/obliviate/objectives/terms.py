@@ -1,7 +1,8 @@
 """Forget terms and regularizers (docs/methods.md), each a pure function of logits, labels and log-probs.
 
-Every term has the signature ``fn(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor``
-(a scalar in nats) and is registered at its definition with the inputs it reads. Token-level terms
+Every term has the signature ``fn(inputs: UnlearningInputs, params) -> Tensor`` (a scalar in nats) and is
+registered at its definition with the inputs it reads and its parameters (NPO, DPO and AP: :class:`BetaParams`,
+set by ``method.beta``; ME: :class:`MEParams`, set by ``method.me_direction``). Token-level terms
 (GA, IDK, ME, GD, KL, LLMU) are token means honouring ``token_normalizer``; sequence-level terms (NPO,
 DPO, AP) are plain means over the batch of a function of summed log-probabilities.
 
@@ -12,13 +13,17 @@ finite where ``log(sigmoid(x))`` underflows to −inf (x ≲ −104 in float32).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from obliviate.objectives.logprobs import mean_token_nll, sequence_logprob, token_kl, token_mean, token_uniform_kl
+from obliviate.objectives.params import NoParams, param
 from obliviate.objectives.registry import register_forget, register_regularizer
-from obliviate.objectives.types import INPUT_FIELDS, ObjectiveParams, SequenceOutputs, UnlearningInputs
+from obliviate.objectives.types import ME_DIRECTIONS, INPUT_FIELDS, SequenceOutputs, UnlearningInputs
 
 PAPER_YUAN = "Yuan et al., 2024, A Closer Look at Machine Unlearning for Large Language Models, arXiv 2410.08109"
 PAPER_TOFU = "Maini et al., 2024, TOFU: A Task of Fictitious Unlearning for LLMs, arXiv 2401.06121"
@@ -30,6 +35,24 @@ PAPER_NPO = (
 PAPER_DPO = "Rafailov et al., 2023, Direct Preference Optimization, arXiv 2305.18290"
 PAPER_GD = "Liu, Liu, Stone, 2022, Continual Learning and Private Unlearning, arXiv 2203.12817"
 PAPER_LLMU = "Yao, Xu, Liu, 2023, Large Language Model Unlearning, arXiv 2310.10683"
+
+
+@dataclass(frozen=True)
+class BetaParams:
+    """The inverse temperature of NPO, DPO and AP; ``method.beta`` sets it."""
+
+    SHARED: ClassVar[tuple[str, ...]] = ("beta",)
+    beta: float = param(0.1, gt=0, doc="inverse temperature β (paper default 0.1; method.beta)")
+
+
+@dataclass(frozen=True)
+class MEParams:
+    """The KL direction of ME; ``method.me_direction`` sets it."""
+
+    SHARED: ClassVar[tuple[str, ...]] = ("me_direction",)
+    me_direction: str = param("uniform_to_model", choices=ME_DIRECTIONS,
+                              doc="KL(U‖p_t) as the released code (default) or KL(p_t‖U) as the paper's equation "
+                                  "(method.me_direction)")
 
 
 def require(inputs: UnlearningInputs, field: str) -> SequenceOutputs:
@@ -71,7 +94,7 @@ def require_ref_logits(inputs: UnlearningInputs, field: str) -> Tensor:
     description="gradient ascent: −mean token NLL(a_f|q_f)",
     paper=PAPER_GA,
 )
-def ga(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
+def ga(inputs: UnlearningInputs, params: NoParams) -> Tensor:
     """Gradient ascent on the forget answers: ``L = −ℓ̄(a_f|q_f)`` (Jang et al., 2023; docs/methods.md, GA).
 
     Minimising it maximises the token NLL of the forget answers; it is unbounded below.
@@ -81,12 +104,13 @@ def ga(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
 
 @register_forget(
     "npo",
+    params=BetaParams,
     needs={"forget"},
     needs_ref_logps={"forget"},
     description="negative preference optimisation against the reference model",
     paper=PAPER_NPO,
 )
-def npo(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
+def npo(inputs: UnlearningInputs, params: BetaParams) -> Tensor:
     """Negative preference optimisation (Zhang et al., 2024; docs/methods.md, NPO)::
 
         L = −(2/β) · mean_batch log σ(−β · (log πθ(a_f|q_f) − log π_ref(a_f|q_f)))
@@ -102,12 +126,13 @@ def npo(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
 
 @register_forget(
     "dpo",
+    params=BetaParams,
     needs={"forget", "forget_idk"},
     needs_ref_logps={"forget", "forget_idk"},
     description="direct preference optimisation: prefer a refusal over the forget answer",
     paper=PAPER_DPO,
 )
-def dpo(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
+def dpo(inputs: UnlearningInputs, params: BetaParams) -> Tensor:
     """DPO with the refusal as the preferred and the forget answer as the rejected answer
     (Rafailov et al., 2023, as used for unlearning in TOFU; docs/methods.md, DPO)::
 
@@ -134,7 +159,7 @@ def dpo(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
     description="fine-tune on a refusal: mean token NLL(idk|q_f)",
     paper=PAPER_TOFU,
 )
-def idk(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
+def idk(inputs: UnlearningInputs, params: NoParams) -> Tensor:
     """IDK fine-tuning (Maini et al., 2024; docs/methods.md, IDK): ``L = ℓ̄(idk|q_f)``, the mean token NLL of a
     refusal answer to the forget question."""
     return mean_token_nll(require(inputs, "forget_idk"))
@@ -142,11 +167,12 @@ def idk(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
 
 @register_forget(
     "me",
+    params=MEParams,
     needs={"forget"},
     description="maximise entropy: mean over forget tokens of KL between p_t and uniform",
     paper=PAPER_YUAN,
 )
-def me(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
+def me(inputs: UnlearningInputs, params: MEParams) -> Tensor:
     """Maximising entropy (Yuan et al., 2024, the ME objective; docs/methods.md, ME)::
 
         L = mean over labelled forget tokens t of KL(U ‖ p_t)   (params.me_direction = "uniform_to_model")
@@ -168,7 +194,7 @@ def me(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
     description="GA on the forget answer + NLL of a random retain answer to the forget question",
     paper=PAPER_LLMU,
 )
-def llmu(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
+def llmu(inputs: UnlearningInputs, params: NoParams) -> Tensor:
     """The forget part of LLMU (Yao et al., 2023)::
 
         L = −ℓ̄(a_f|q_f) + ℓ̄(a_r'|q_f)
@@ -189,7 +215,7 @@ def llmu(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
     description="gradient descent on retain: mean token NLL(a_r|q_r)",
     paper=PAPER_GD,
 )
-def gd(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
+def gd(inputs: UnlearningInputs, params: NoParams) -> Tensor:
     """Gradient descent on the retain set (gradient difference; Liu et al., 2022; docs/methods.md, GD):
     ``L = ℓ̄(a_r|q_r)``."""
     return mean_token_nll(require(inputs, "retain"))
@@ -202,7 +228,7 @@ def gd(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
     description="KL(π_ref ‖ πθ) of next-token distributions over retain answer tokens",
     paper=PAPER_TOFU,
 )
-def kl(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
+def kl(inputs: UnlearningInputs, params: NoParams) -> Tensor:
     """KL minimisation on the retain set (Maini et al., 2024; docs/methods.md, KL)::
 
         L = mean over labelled retain tokens t of KL(π_ref(·|y_≤t) ‖ πθ(·|y_≤t))
@@ -217,11 +243,12 @@ def kl(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
 
 @register_regularizer(
     "ap",
+    params=BetaParams,
     needs={"retain", "retain_idk"},
     description="answer preservation: keep the retain answer more likely than a refusal",
     paper=PAPER_YUAN,
 )
-def ap(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
+def ap(inputs: UnlearningInputs, params: BetaParams) -> Tensor:
     """Answer preservation (Yuan et al., 2024, the AP loss; docs/methods.md, AP)::
 
         L = −(1/β) · mean_batch log σ(β · (ℓθ(idk|q_r) − ℓθ(a_r|q_r)))
@@ -242,7 +269,7 @@ def ap(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
     description="no regularization: 0",
     paper="",
 )
-def no_regularizer(inputs: UnlearningInputs, params: ObjectiveParams) -> Tensor:
+def no_regularizer(inputs: UnlearningInputs, params: NoParams) -> Tensor:
     """No regularizer: a 0 scalar on the device of the inputs (CPU when there are none)."""
     for field in INPUT_FIELDS:
         out = getattr(inputs, field)

@@ -39,6 +39,10 @@ class SequenceOutputs:
     this batch; ``None`` means the number of labelled tokens in this batch. Under gradient accumulation
     the trainer passes the labelled-token count of the whole accumulated batch, so that the sum of the
     micro-batch losses is the token mean of the accumulated batch.
+
+    ``hidden`` / ``ref_hidden``: ``{layer: (B, T, H)}``, the output of decoder block ``layer`` (0-based) of the
+    model / the frozen reference model at every position (0 past each sequence's end), filled only for the layers a
+    term declares it reads (:func:`obliviate.objectives.registry.TermRegistry.register`, ``hidden_layers``).
     """
 
     logits: Tensor | HeadLogits
@@ -46,6 +50,8 @@ class SequenceOutputs:
     ref_logps: Tensor | None = None
     ref_logits: Tensor | HeadLogits | None = None
     token_normalizer: float | Tensor | None = None
+    hidden: dict[int, Tensor] | None = None
+    ref_hidden: dict[int, Tensor] | None = None
 
     def __post_init__(self) -> None:
         # Shape checks only: they cost no device synchronisation, and a wrong shape would otherwise

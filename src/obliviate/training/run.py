@@ -58,7 +58,7 @@ from obliviate.models import (
     resolve_model,
     save_model,
 )
-from obliviate.objectives import ObjectiveParams, resolve_method
+from obliviate.objectives import ObjectiveParams, resolve_method, term_params
 from obliviate.outputs import RunFolder, environment, is_main_process
 from obliviate.reporting.model_card import update_card_with_results, write_run_card
 from obliviate.training.checkpoints import last_complete_checkpoint
@@ -390,7 +390,7 @@ def _train_in(partial: Path, cfg: RunConfig, *, kind: str, objective: TrainingOb
     if objective.needs_reference and reference_spec is not None:
         reference = frozen_copy(load_model(reference_spec, dtype=cfg.model.dtype,
                                            trust_remote_code=cfg.model.trust_remote_code)[0])
-    elif objective.ref_logit_parts and not cfg.lora.enabled:
+    elif objective.reads_reference_each_step and not cfg.lora.enabled:
         # KL reads the reference's logits every step: a frozen copy of the starting model. NPO and DPO read only
         # log-probs, which the trainer caches from the starting model itself before it changes: no copy.
         if is_deepspeed_zero3_enabled():  # a sharded model cannot be deep-copied: load the reference sharded too
@@ -553,6 +553,19 @@ def _evaluation_inputs(cfg: UnlearnConfig, benchmark):
     return loaded
 
 
+def _own_params(objective: TrainingObjective) -> dict:
+    """The terms' own parameters, for the run's record (only for terms that have parameters besides the
+    method-level ``beta`` / ``me_direction``, so the records of the paper's 14 methods are unchanged)."""
+    from obliviate.objectives.params import params_as_dict
+
+    out = {}
+    for key, p in (("forget_params", objective.forget_params), ("regularizer_params", objective.regularizer_params)):
+        values = params_as_dict(p) if p is not None else {}
+        if values and not getattr(type(p), "SHARED", ()):
+            out[key] = values
+    return out
+
+
 def unlearn(cfg: UnlearnConfig, *, resume: bool = False, forget: list[QARecord] | None = None,
             retain: list[QARecord] | None = None, reference: str | None = None, benchmark=None,
             run_extra: dict | None = None) -> RunResult:
@@ -566,11 +579,17 @@ def unlearn(cfg: UnlearnConfig, *, resume: bool = False, forget: list[QARecord] 
     """
     spec = resolve_method(cfg.method.name)
     m = cfg.method
+    shared = ObjectiveParams(beta=m.beta, me_direction=m.me_direction)
+    forget_params, regularizer_params, problems = term_params(
+        spec.forget, spec.regularizer, shared=shared, method=spec, forget_params=m.forget_params,
+        regularizer_params=m.regularizer_params)
+    if problems:
+        raise ConfigError(problems)
     objective = TrainingObjective(
         forget=spec.forget, regularizer=spec.regularizer,
         forget_coeff=spec.forget_coeff if m.forget_coeff is None else m.forget_coeff,
         regularization_coeff=spec.regularization_coeff if m.regularization_coeff is None else m.regularization_coeff,
-        params=ObjectiveParams(beta=m.beta, me_direction=m.me_direction))
+        params=shared, forget_params=forget_params, regularizer_params=regularizer_params)
     mask = spec.mask if m.mask is None else m.mask
     if forget is None or retain is None:
         loaded_forget, loaded_retain = load_unlearning_data(cfg)
@@ -581,7 +600,7 @@ def unlearn(cfg: UnlearnConfig, *, resume: bool = False, forget: list[QARecord] 
     summary = {"method": {"name": spec.name, "forget": spec.forget, "regularizer": spec.regularizer,
                           "forget_coeff": objective.forget_coeff,
                           "regularization_coeff": objective.regularization_coeff, "mask": mask,
-                          **asdict(objective.params)},
+                          **asdict(objective.params), **_own_params(objective)},
                "forget_items": len(forget), "retain_items": len(retain)}
     if reference is not None:
         summary["reference_model"] = reference

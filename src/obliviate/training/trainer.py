@@ -14,6 +14,12 @@ accelerate / DeepSpeed / FSDP and loggers. This class only:
 4. hands each micro-batch's loss and terms, and each step's gradient norm, to the non-finite guard
    (:mod:`obliviate.training.guard`) when one is attached.
 
+What it computes is asked of the terms (:class:`~obliviate.objectives.TermSpec`): the decoder blocks whose outputs
+they read are hooked (those blocks only, and only when a term reads them), the frozen reference model runs only
+when a term reads its logits or hidden states, a term's parameter filter freezes every other weight before the
+optimizer is built, and a term's state (:func:`~obliviate.objectives.new_states`) is saved in every checkpoint's
+``trainer_state.json`` and restored on resume.
+
 Reference log-probabilities of the fixed forget items (NPO, DPO) are computed once before training, from the
 starting model itself unless another reference model is given; a frozen reference copy is needed only when a term
 reads reference *logits* at every step (KL, LLMU). With LoRA no copy is made at all: the reference is the same
@@ -39,13 +45,16 @@ from dataclasses import dataclass, field
 import torch
 from accelerate.utils import gather_object
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from obliviate.data.formatting import IGNORE_INDEX
-from obliviate.forward import DEFAULT_PACK_LENGTH, Split, forward_parts, inspect_model
+from obliviate.errors import ConfigError
+from obliviate.forward import DEFAULT_PACK_LENGTH, Split, decoder_layers, forward_parts, inspect_model
 from obliviate.likelihood import sequence_logprobs
 from obliviate.models import is_peft_model
 from obliviate.objectives import (DEFAULT_CHUNK_SIZE, HeadLogits, ObjectiveParams, SequenceOutputs,
-                                  UnlearningInputs, compute_objective, get_regularizer, required_inputs)
+                                  UnlearningInputs, compute_objective, get_forget, get_regularizer, new_states,
+                                  required_inputs)
 from obliviate.training.data import UnlearningDataset
 from obliviate.training.distributed import prepare_reference
 
@@ -61,6 +70,40 @@ class TrainingObjective:
     forget_coeff: float = 1.0
     regularization_coeff: float = 1.0
     params: ObjectiveParams = field(default_factory=ObjectiveParams)
+    forget_params: object | None = None       # the terms' own parameters (None: from ``params`` and defaults)
+    regularizer_params: object | None = None
+
+    def _specs(self) -> list[tuple[object, object | None]]:
+        specs = [(get_regularizer(self.regularizer), self.regularizer_params)]
+        if self.forget is not None:
+            specs.insert(0, (get_forget(self.forget), self.forget_params))
+        return specs
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """Decoder blocks whose outputs a term reads (policy and reference alike)."""
+        return tuple(sorted({layer for spec, p in self._specs() for layer in spec.layers(p)}))
+
+    @property
+    def hidden_parts(self) -> frozenset[str]:
+        return frozenset().union(*(spec.hidden for spec, _ in self._specs()))
+
+    @property
+    def ref_hidden_parts(self) -> frozenset[str]:
+        return frozenset().union(*(spec.ref_hidden for spec, _ in self._specs()))
+
+    def trainable(self):
+        """The terms' parameter filters combined (a name must pass every one), or None when no term has one."""
+        filters = [spec.trainable(p if p is not None else spec.params()) for spec, p in self._specs()
+                   if spec.trainable is not None]
+        if not filters:
+            return None
+        return lambda name: all(f(name) for f in filters)
+
+    @property
+    def reads_reference_each_step(self) -> bool:
+        """Whether the frozen reference model runs at every step (its logits or hidden states are read)."""
+        return bool(self.ref_logit_parts or self.ref_hidden_parts)
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -80,7 +123,7 @@ class TrainingObjective:
 
     @property
     def needs_reference(self) -> bool:
-        return bool(self.ref_logp_parts or self.ref_logit_parts)
+        return bool(self.ref_logp_parts or self.ref_logit_parts or self.ref_hidden_parts)
 
 
 class _EpochCallback(TrainerCallback):
@@ -93,6 +136,32 @@ class _EpochCallback(TrainerCallback):
         # state.epoch is fractional after a mid-epoch resume (e.g. 1.5 → epoch 1); 1e-6 absorbs float error
         # at epoch boundaries (0.9999999 → 1).
         self.dataset.set_epoch(int(state.epoch + 1e-6) if state.epoch else 0)
+        return control
+
+
+class TermStates(TrainerCallback, ExportableState):
+    """Carries the terms' state objects through training: ``end_step()`` after every optimizer step, their
+    ``state_dict()`` into every checkpoint's ``trainer_state.json`` (written last, so a checkpoint is complete only
+    with it), and ``load_state_dict`` from the checkpoint a run resumes from."""
+
+    def __init__(self, states: dict | None = None):
+        self.states = states or {}
+
+    def state(self) -> dict:
+        return {"args": {}, "attributes": {"values": {k: s.state_dict() for k, s in self.states.items()}}}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        saved = (state.stateful_callbacks or {}).get(type(self).__name__)
+        values = saved.get("attributes", {}).get("values", {}) if isinstance(saved, dict) else {}
+        for key, value in values.items():
+            if key in self.states:
+                self.states[key].load_state_dict(value)
+        return control
+
+    def on_step_end(self, args, state, control, **kwargs):
+        for s in self.states.values():
+            if hasattr(s, "end_step"):
+                s.end_step()
         return control
 
 
@@ -116,7 +185,7 @@ class UnlearningTrainer(Trainer):
         self.nonfinite_guard = None  # a NonFiniteGuard (training/guard.py), attached by the run
         if isinstance(self.train_dataset, UnlearningDataset):
             self.add_callback(_EpochCallback(self.train_dataset))
-        if objective.ref_logit_parts and reference_model is None and not self._uses_lora():
+        if objective.reads_reference_each_step and reference_model is None and not self._uses_lora():
             raise ValueError(f"objective {objective.forget}+{objective.regularizer} needs a reference model")
         if self.is_deepspeed_enabled:
             # Saving must give a full model folder: under ZeRO-3 that means gathering the 16-bit weights.
@@ -124,6 +193,11 @@ class UnlearningTrainer(Trainer):
             zero["stage3_gather_16bit_weights_on_model_save"] = True
         if self.is_fsdp_enabled:
             self.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+        self._check_layers()
+        self._freeze_untrainable()
+        self.term_states = new_states(objective.forget, objective.regularizer) if objective.forget else {}
+        if self.term_states:
+            self.add_callback(TermStates(self.term_states))
         if self.reference_model is not None:
             self.reference_model = prepare_reference(self.reference_model, self.accelerator,
                                                      micro_batch=self.args.per_device_train_batch_size)
@@ -134,13 +208,13 @@ class UnlearningTrainer(Trainer):
                 self.add_callback(_CacheReferenceOnTrainBegin(self))
             else:
                 self._cache_reference_logps()
-        if not objective.ref_logit_parts and self.reference_model is not None:
+        if not objective.reads_reference_each_step and self.reference_model is not None:
             # The cached log-probs are all NPO/DPO need: free the copy before training starts.
             self.reference_model = None
             gc.collect()
         self._plan = self._forward_plan(self.accelerator.unwrap_model(self.model), reference=False, name="model")
         self._ref_plan = None
-        if objective.ref_logit_parts:
+        if objective.reads_reference_each_step:
             ref, ctx = self._reference_context()
             with ctx:
                 # With LoRA the reference is the same model with its adapters off: its output layer as it is then.
@@ -165,6 +239,32 @@ class UnlearningTrainer(Trainer):
         if self.packing and not info.packs:
             log.info("%s: padded batches, because %s", name, info.pack_problem)
         return split, self.packing and info.packs
+
+    # -- what the terms ask of the model ------------------------------------------------------------------------
+    def _check_layers(self) -> None:
+        layers = self.objective.layers
+        if not layers:
+            return
+        n = len(decoder_layers(self.accelerator.unwrap_model(self.model)))
+        bad = [layer for layer in layers if not 0 <= layer < n]
+        if bad:
+            raise ConfigError([f"method: decoder block {bad[0]} does not exist; this model has blocks 0..{n - 1}"])
+
+    def _freeze_untrainable(self) -> None:
+        keep = self.objective.trainable()
+        if keep is None:
+            return
+        model = self.accelerator.unwrap_model(self.model)
+        trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+        kept = [name for name in trainable if keep(name)]
+        if not kept:
+            raise ConfigError([f"method: the parameter filter of {self.objective.forget}+"
+                               f"{self.objective.regularizer} leaves no trainable weight (first trainable: "
+                               f"{trainable[0] if trainable else 'none'})"])
+        for name, p in model.named_parameters():
+            if p.requires_grad and not keep(name):
+                p.requires_grad_(False)
+        log.info("the method trains %d of %d weight tensors (first: %s)", len(kept), len(trainable), kept[0])
 
     # -- reference model ------------------------------------------------------------------------------------
     def _uses_lora(self) -> bool:
@@ -242,25 +342,37 @@ class UnlearningTrainer(Trainer):
         return [int(v) for v in self.accelerator.reduce(tensor, reduction="sum").tolist()]
 
     # -- the step -------------------------------------------------------------------------------------------
-    def _forward_parts(self, model, inputs: dict[str, dict], parts: tuple[str, ...], *, reference: bool = False
+    def _forward_parts(self, model, inputs: dict[str, dict], parts: tuple[str, ...], *, reference: bool = False,
+                       layers: tuple[int, ...] = (), hidden_out: dict | None = None
                        ) -> dict[str, torch.Tensor | HeadLogits]:
-        """One forward pass over all parts; per part, logits aligned with its labels (chunked or materialised)."""
+        """One forward pass over all parts; per part, logits aligned with its labels (chunked or materialised), and
+        the outputs of decoder blocks ``layers`` into ``hidden_out``."""
         split, pack = self._ref_plan if reference else self._plan
         return forward_parts(model, inputs, parts, split=split, pad_token_id=self._pad_token_id(), pack=pack,
-                             chunk_size=self.loss_chunk_size or DEFAULT_CHUNK_SIZE, pack_length=DEFAULT_PACK_LENGTH)
+                             chunk_size=self.loss_chunk_size or DEFAULT_CHUNK_SIZE, pack_length=DEFAULT_PACK_LENGTH,
+                             layers=layers, hidden_out=hidden_out)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         obj = self.objective
         parts = obj.parts
-        logits = self._forward_parts(model, inputs, parts)
+        hidden: dict[str, dict] = {}
+        logits = self._forward_parts(model, inputs, parts, layers=obj.layers if obj.hidden_parts else (),
+                                     hidden_out=hidden)
         ref_logits: dict[str, torch.Tensor] = {}
-        if obj.ref_logit_parts:
+        ref_hidden: dict[str, dict] = {}
+        if obj.reads_reference_each_step:
             ref, ctx = self._reference_context()
             with torch.no_grad(), ctx:
-                ref_logits = self._forward_parts(ref, inputs, tuple(sorted(obj.ref_logit_parts)), reference=True)
+                ref_parts = tuple(sorted(obj.ref_logit_parts | obj.ref_hidden_parts))
+                ref_logits = self._forward_parts(ref, inputs, ref_parts, reference=True,
+                                                 layers=obj.layers if obj.ref_hidden_parts else (),
+                                                 hidden_out=ref_hidden)
         outputs = {
             p: SequenceOutputs(logits=logits[p], labels=inputs[p]["labels"], ref_logps=inputs[p].get("ref_logps"),
-                               ref_logits=ref_logits.get(p), token_normalizer=self._token_normalizers.get(p))
+                               ref_logits=ref_logits.get(p) if p in obj.ref_logit_parts else None,
+                               token_normalizer=self._token_normalizers.get(p),
+                               hidden=hidden.get(p) if p in obj.hidden_parts else None,
+                               ref_hidden=ref_hidden.get(p) if p in obj.ref_hidden_parts else None)
             for p in parts
         }
         unlearning_inputs = UnlearningInputs(**outputs)
@@ -270,7 +382,8 @@ class UnlearningTrainer(Trainer):
         else:
             result = compute_objective(unlearning_inputs, forget=obj.forget, regularizer=obj.regularizer,
                                        forget_coeff=obj.forget_coeff, regularization_coeff=obj.regularization_coeff,
-                                       params=obj.params)
+                                       params=obj.params, forget_params=obj.forget_params,
+                                       regularizer_params=obj.regularizer_params, states=self.term_states)
             loss = result.loss
             self._record(forget_loss=result.forget_loss, regularization_loss=result.regularization_loss)
         return (loss, logits) if return_outputs else loss
