@@ -14,7 +14,7 @@ from obliviate.config import config_from_dict
 from obliviate.data.formatting import PromptFormatter
 from obliviate.data.refusals import load_refusals
 from obliviate.likelihood import sequence_logprobs
-from obliviate.objectives import all_methods, list_methods, resolve_method
+from obliviate.objectives import all_methods, list_methods, required_inputs, resolve_method
 from obliviate.training.run import finetune, unlearn
 from obliviate.training.trainer import UnlearningTrainer
 
@@ -109,7 +109,9 @@ def test_every_named_method_unlearns(method, target_dir, data, tmp_path):
         assert _mean_nll(result.model_dir, FORGET) > _mean_nll(target_dir, FORGET)
 
 
-NEWER = [m.name for m in all_methods()[len(list_methods()):]]
+# Methods reading hidden states name a decoder block the 2-block test model may not have; each is trained end to
+# end in its own test with a block that exists (tests/unit/test_method_rmu.py).
+NEWER = [m.name for m in all_methods()[len(list_methods()):] if not required_inputs(m.forget, m.regularizer).hidden]
 
 
 @pytest.mark.parametrize("method", NEWER)
