@@ -33,15 +33,20 @@ def slug(method: str) -> str:
     return method.lower().replace("+", "_")
 
 
-def method_section(m: MethodSpec) -> dict:
-    """The paper's 14 as they have always been written (β = 0.1); a newer method with its own parameters."""
+def method_section(m: MethodSpec, split: str | None = None) -> dict:
+    """The paper's 14 as they have always been written (β = 0.1); a newer method with its own parameters, and the
+    settings its paper tuned for this TOFU split."""
     if m in list_methods():
         return {"name": m.name, "beta": 0.1}
+    tuned = m.tofu_splits.get(split, {}) if split else {}
     section: dict = {"name": m.name}
-    if m.forget_params:
-        section["forget_params"] = dict(m.forget_params)
-    if m.regularizer_params:
-        section["regularizer_params"] = dict(m.regularizer_params)
+    for key in ("forget_coeff", "regularization_coeff"):
+        if key in tuned:
+            section[key] = tuned[key]
+    for key in ("forget_params", "regularizer_params"):
+        values = {**getattr(m, key), **tuned.get(key, {})}
+        if values:
+            section[key] = values
     return section
 
 
@@ -54,7 +59,7 @@ def configs() -> dict[str, dict]:
                 "output_dir": f"runs/tofu/{slug(m.name)}_{split}",
                 "model": PAPER_MODEL,
                 "data": {"tofu": "locuslab/TOFU", "split": split},
-                "method": method_section(m),
+                "method": method_section(m, split),
                 "train": {**PAPER_TRAIN, **m.train},
             }
         out[f"cpu/synthetic_{slug(m.name)}.yaml"] = {

@@ -347,7 +347,10 @@ CASES = [
          lambda w: (w.file("b/thesis.tex", "mine"), ["synth", "--out", str(w.tmp / "b"), "--overwrite"])[1],
          ("b", "not a benchmark folder")),
     Case("synth-out-dot", lambda w: ["synth", "--out", ".", "--overwrite"], ("--out", "current folder")),
-    Case("methods-extra-argument", lambda w: ["methods", "everything"], ("unrecognized arguments", "everything")),
+    # `methods NAME` describes one method, so the extra argument is the one after the name.
+    Case("methods-extra-argument", lambda w: ["methods", "NPO", "everything"],
+         ("unrecognized arguments", "everything")),
+    Case("methods-unknown-name", lambda w: ["methods", "SimNPX"], ("unknown method 'SimNPX'", "did you mean 'SIMNPO'")),
     Case("models-force-without-convert", lambda w: ["models", "--force"], ("--force", "--convert")),
     Case("demo-out-is-a-file", lambda w: ["demo", "--out", w.file("notes.txt", "x")], ("--out", "notes.txt")),
     Case("demo-model-missing", lambda w: ["demo", "--out", str(w.tmp / "demo"), "--model", "/no/such/model"],

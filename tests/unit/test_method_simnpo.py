@@ -56,10 +56,14 @@ def test_chunked_equals_materialised():
 
 
 def test_method_names_defaults_and_config():
-    """open-unlearning's 'SimNPO' (with its retain term) is SimNPO+GD; the parameters are checked at config time."""
+    """open-unlearning's 'SimNPO' (with its retain term) is SimNPO+GD, with the authors' TOFU forget05 setting
+    (β = 2.5, γ = 0, λ = 0.1375; forget10's β = 4.5, λ = 0.125 go into its shipped configs); the parameters are
+    checked at config time."""
     m = resolve_method("SimNPO")
     assert (m.name, m.forget, m.regularizer, m.forget_coeff, m.regularization_coeff) == \
-        ("SimNPO+GD", "simnpo", "gd", 1.0, 1.0)
+        ("SimNPO+GD", "simnpo", "gd", 1.0, 0.1375)
+    assert dict(m.forget_params) == {"beta": 2.5, "gamma": 0.0}
+    assert m.tofu_splits["forget10"] == {"forget_params": {"beta": 4.5}, "regularization_coeff": 0.125}
     assert resolve_method("simnpo+gd") is m
     base = {"data": {"forget": "f.json"}, "output_dir": "/tmp/obliviate-test-simnpo"}
     cfg = config_from_dict("unlearn", base, ["method.name=SimNPO", "method.forget_params={beta: 2.5, gamma: 0.5}"])
@@ -74,11 +78,12 @@ def test_method_names_defaults_and_config():
 
 
 def test_composed_with_gd():
-    """SimNPO+GD = simnpo + gd; on the forget batch as retain too: 0.7081984 + mean NLL (ln 2 + ln 2 + ln 4)/3
-    = 0.7081984 + (4/3) ln 2 = 1.6323946 (β = 1)."""
+    """SimNPO+GD = simnpo + 0.1375 · gd; on the forget batch as retain too (β = 1): 0.7081984 + 0.1375 · mean NLL
+    (ln 2 + ln 2 + ln 4)/3 = 0.7081984 + 0.1375 · (4/3) ln 2 = 0.8352754."""
     out = forget_batch()
     m = resolve_method("SimNPO")
     result = compute_objective(UnlearningInputs(forget=out, retain=out), forget=m.forget, regularizer=m.regularizer,
                                forget_coeff=m.forget_coeff, regularization_coeff=m.regularization_coeff,
                                forget_params=SimNPOParams(beta=1.0))
-    assert result.loss.item() == pytest.approx(0.7081984 + 4 / 3 * LN2, abs=1e-7)
+    assert result.loss.item() == pytest.approx(0.8352754, abs=1e-7)
+    assert result.loss.item() == pytest.approx(0.7081984 + 0.1375 * 4 / 3 * LN2, abs=1e-7)

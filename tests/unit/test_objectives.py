@@ -168,7 +168,8 @@ def test_no_labelled_token_gives_finite_loss_and_zero_gradient(kind, name):
     """All labels −100. Token means: 0/1 = 0 (no 0/0 NaN). Sequence terms see log π = 0 for every
     sequence, policy and reference: NPO and DPO give −(2/β) log σ(0) = (2/β) ln 2 = 13.862944 at
     β = 0.1, AP gives ln 2/β = 6.931472; their gradient is zero as well, since no logit enters any
-    labelled position. SimNPO (its own β = 1, γ = 0; method.beta is NPO's) sees ℓ̄ = 0: −(2/1) log σ(0) = 2 ln 2."""
+    labelled position. SimNPO (its own β = 2.5, γ = 0; method.beta is NPO's) sees ℓ̄ = 0:
+    −(2/2.5) log σ(0) = 0.8 ln 2."""
     inputs = random_inputs()
     for f in dataclasses.fields(UnlearningInputs):
         out = getattr(inputs, f.name)
@@ -176,7 +177,7 @@ def test_no_labelled_token_gives_finite_loss_and_zero_gradient(kind, name):
         out.ref_logps = torch.zeros_like(out.ref_logps)  # the reference also sums over no token
     params = ObjectiveParams(beta=0.1)
     loss = spec_of(kind, name).fn(inputs, params)
-    expected = {"npo": 2 * LN2 / 0.1, "dpo": 2 * LN2 / 0.1, "ap": LN2 / 0.1, "simnpo": 2 * LN2}.get(name, 0.0)
+    expected = {"npo": 2 * LN2 / 0.1, "dpo": 2 * LN2 / 0.1, "ap": LN2 / 0.1, "simnpo": 0.8 * LN2}.get(name, 0.0)
     assert loss.item() == pytest.approx(expected)
     if loss.requires_grad:
         loss.backward()

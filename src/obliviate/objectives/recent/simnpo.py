@@ -20,7 +20,7 @@ PAPER = ("Fan, Liu, Lin, Jia, Zhang, Mei, Liu, 2024, Simplicity Prevails: Rethin
 
 @dataclass(frozen=True)
 class SimNPOParams:
-    beta: float = param(1.0, gt=0, doc="inverse temperature β (open-unlearning's default)")
+    beta: float = param(2.5, gt=0, doc="inverse temperature β (the authors' TOFU forget05 model: 2.5)")
     gamma: float = param(0.0, ge=0, doc="reward margin γ, outside β as in the paper (open-unlearning's δ = γ/β)")
 
 
@@ -47,11 +47,15 @@ def simnpo(inputs: UnlearningInputs, params: SimNPOParams) -> Tensor:
     return -(2.0 / params.beta) * F.logsigmoid(-params.beta * logp / length - params.gamma).mean()
 
 
+# The authors' released TOFU models (Llama-2-7B-chat, lr 1e-5): forget05 β = 2.5, λ = 0.1375, γ = 0; forget10
+# β = 4.5, λ = 0.125, γ = 0. None is published for forget01, which takes forget05's.
 register_method(
     "SimNPO+GD", "simnpo", "gd",
     description="SimNPO on forget, gradient descent on retain",
     paper=PAPER,
-    forget_params={"beta": 1.0, "gamma": 0.0},
+    regularization_coeff=0.1375,
+    forget_params={"beta": 2.5, "gamma": 0.0},
+    tofu_splits={"forget10": {"forget_params": {"beta": 4.5}, "regularization_coeff": 0.125}},
     aliases=("SimNPO",),
     test="tests/unit/test_method_simnpo.py",
 )
