@@ -16,6 +16,9 @@ from pathlib import Path
 from obliviate.data.refusals import load_refusals
 
 MODELS = ["target", "retain", "ga_gd", "npo_gd", "me_gd", "idk_gd", "idk_kl", "idk_ap"]
+# The newer methods (bench/reproduce_cpu_recent.sh): every other config in configs/reproduction/, listed when run.
+_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "reproduction"
+RECENT = sorted(p.stem for p in _CONFIGS.glob("*.yaml") if p.stem not in MODELS and not p.stem.startswith("finetune_"))
 
 
 def _fmt(v) -> str:
@@ -30,7 +33,7 @@ def _refused(items: list[dict], refusals: list[str]) -> str:
 def main(root: str) -> None:
     refusals = [r.lower().rstrip(".") for r in load_refusals()]
     rows = []
-    for name in MODELS:
+    for name in MODELS + [n for n in RECENT if (Path(root) / n / "results.json").is_file()]:
         path = Path(root) / name / "results.json"
         if not path.is_file():
             rows.append(f"| {name} | (not run) |")

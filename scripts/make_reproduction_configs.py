@@ -2,7 +2,8 @@
 
 The built-in SmolLM2-135M-Instruct on a TOFU subset written by bench/prepare_tofu_subset.py into runs/repro/data:
 fine-tune a target model (forget + retain authors) and a retain model (retain authors only), then unlearn the
-forget01 authors with six methods and evaluate each against the retain model.
+forget01 authors with six methods of the paper, and with every newer method registered with ``register_method``
+(its own parameter defaults, the same training settings), and evaluate each against the retain model.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import sys
 from pathlib import Path
 
 from obliviate.config import write_config_files
+from obliviate.objectives import all_methods, list_methods
 
 ROOT = Path(__file__).resolve().parents[1] / "configs"
 DATA = "runs/repro/data"
 METHODS = ("GA+GD", "NPO+GD", "ME+GD", "IDK+GD", "IDK+KL", "IDK+AP")
+NEWER = tuple(m for m in all_methods()[len(list_methods()):])
 MODEL = {"name": "smollm2-135m-instruct", "dtype": "float32", "template": "chat"}
 # 160 QA pairs / batch 8 = 20 optimizer steps per epoch; a 135M model needs a higher rate than the paper's 7B.
 FINETUNE = {"learning_rate": 1e-4, "num_epochs": 5.0, "batch_size": 8, "gradient_accumulation_steps": 1,
@@ -46,6 +49,16 @@ def configs() -> dict[str, dict]:
             "model": {**MODEL, "name": "runs/repro/target/model"},
             "data": {"forget": f"{DATA}/forget.json", "retain": f"{DATA}/retain.json"},
             "method": {"name": m, "beta": 0.1}, "train": UNLEARN, "eval": EVAL}
+    for m in NEWER:
+        method: dict = {"name": m.name}
+        for key in ("forget_params", "regularizer_params"):
+            if getattr(m, key):
+                method[key] = dict(getattr(m, key))
+        out[f"reproduction/{slug(m.name)}.yaml"] = {
+            "kind": "unlearn", "output_dir": f"runs/repro/{slug(m.name)}",
+            "model": {**MODEL, "name": "runs/repro/target/model"},
+            "data": {"forget": f"{DATA}/forget.json", "retain": f"{DATA}/retain.json"},
+            "method": method, "train": UNLEARN, "eval": EVAL}
     return out
 
 

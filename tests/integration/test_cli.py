@@ -7,7 +7,7 @@ import json
 import pytest
 
 from obliviate.cli import main
-from obliviate.objectives import list_methods
+from obliviate.objectives import all_methods, describe_params, get_forget, get_regularizer, list_methods
 
 pytestmark = pytest.mark.integration
 
@@ -18,6 +18,29 @@ def test_methods_lists_every_named_method(capsys):
     for m in list_methods():
         assert f"  {m.name} " in out
     assert "arXiv" in out or "2410.08109" in out
+
+
+@pytest.mark.parametrize("method", all_methods(), ids=lambda m: m.name)
+def test_methods_name_prints_formula_parameters_paper_and_test(method, capsys):
+    """`obliviate methods NAME` (any alias too): the terms' formulas, every parameter with its default and range
+    under the config key that sets it, the paper, and the test file that pins the method (which exists)."""
+    from pathlib import Path
+
+    for name in (method.name, *method.aliases):
+        assert main(["methods", name]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"{method.name}: ")
+        for spec in (get_forget(method.forget), get_regularizer(method.regularizer)):
+            assert f"= {spec.name}: {spec.formula or spec.description}" in out
+            for line in describe_params(spec.params):
+                assert line.split(" ", 1)[1] in out
+        if method.paper:
+            assert method.paper in out
+        pinned = out.rsplit("pinned by: ", 1)[1].strip()
+        assert (Path(__file__).resolve().parents[2] / pinned).is_file(), pinned
+    if method.forget_params:
+        key, value = next(iter(method.forget_params.items()))
+        assert f"method.forget_params.{key}: " in out and f"[this method: {value!r}]" in out
 
 
 def test_bad_config_value_exits_2_with_all_errors(tmp_path, capsys):

@@ -51,6 +51,9 @@ def test_dual_term_and_update():
     state.pending = [-10.0]
     state.end_step()
     assert state.value == 0.0
+    state.value, state.pending = 2.0, [0.5, float("nan")]   # a step the non-finite guard withholds: λ stays
+    state.end_step()
+    assert state.value == 2.0 and state.pending == []
 
 
 def test_state_round_trip_and_fresh_states():

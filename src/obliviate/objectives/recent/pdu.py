@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from torch import Tensor
@@ -47,7 +48,8 @@ class PDUParams:
 
 class DualVariable:
     """λ and the constraint values seen during the current optimizer step; λ ← max(0, λ + η · mean(ℓ̄ − ε)) once per
-    step (:meth:`end_step`), whatever the number of micro-batches. Saved in every checkpoint."""
+    step (:meth:`end_step`), whatever the number of micro-batches. A step with a non-finite constraint value (one the
+    non-finite guard withholds or stops on) leaves λ unchanged. Saved in every checkpoint."""
 
     def __init__(self) -> None:
         self.value: float | None = None   # λ; set from PDUParams.initial_dual at the first call
@@ -55,7 +57,7 @@ class DualVariable:
         self.pending: list[float] = []
 
     def end_step(self) -> None:
-        if self.value is not None and self.pending:
+        if self.value is not None and self.pending and all(math.isfinite(v) for v in self.pending):
             self.value = max(0.0, self.value + self.step_size * sum(self.pending) / len(self.pending))
         self.pending = []
 
