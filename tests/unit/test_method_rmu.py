@@ -87,6 +87,12 @@ def test_config_checks_its_parameters():
         config_from_dict("unlearn", base, ["method.name=RMU", "method.forget_params={hidden_reduction: men}"])
     with pytest.raises(ConfigError, match="method.forget_params.layer: must be >= 0"):
         config_from_dict("unlearn", base, ["method.name=RMU", "method.forget_params={layer: -1}"])
+    with pytest.raises(ConfigError,
+                       match="method.regularizer_params.layer: 7 differs from method.forget_params.layer 5"):
+        config_from_dict("unlearn", base, ["method.name=RMU", "method.forget_params={layer: 5}"])
+    cfg = config_from_dict("unlearn", base, ["method.name=RMU", "method.forget_params={layer: 5}",
+                                             "method.regularizer_params={layer: 5}"])
+    assert cfg.method.forget_params == {"layer": 5}
 
 
 @pytest.mark.integration

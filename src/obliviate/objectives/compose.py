@@ -46,7 +46,10 @@ def term_params(forget: str, regularizer: str, *, shared: ObjectiveParams | None
                           "method.forget_params")
     rp, r_err = _one_term(r_spec, shared, method.regularizer_params if method else {}, regularizer_params,
                           "method.regularizer_params")
-    return fp, rp, f_err + r_err
+    problems = f_err + r_err
+    if not problems and method is not None and method.check is not None:
+        problems = list(method.check(fp, rp))
+    return fp, rp, problems
 
 
 def new_states(forget: str, regularizer: str) -> dict[str, object]:

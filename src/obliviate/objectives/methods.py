@@ -15,7 +15,7 @@ lists them after the 14.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from obliviate.errors import ConfigError
@@ -50,6 +50,7 @@ class MethodSpec:
     test: str = ""
     train: Mapping[str, object] = field(default_factory=dict)
     tofu_splits: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    check: Callable[[object, object], list[str]] | None = None   # (forget params, regularizer params) → problems
 
 
 @dataclass(frozen=True)
@@ -140,12 +141,14 @@ def register_method(name: str, forget: str, regularizer: str, *, description: st
                     forget_params: Mapping[str, object] | None = None,
                     regularizer_params: Mapping[str, object] | None = None, aliases: tuple[str, ...] = (),
                     formula: str = "", test: str = "", train: Mapping[str, object] | None = None,
-                    tofu_splits: Mapping[str, Mapping[str, object]] | None = None) -> MethodSpec:
+                    tofu_splits: Mapping[str, Mapping[str, object]] | None = None,
+                    check: Callable[[object, object], list[str]] | None = None) -> MethodSpec:
     """Name a method: its terms, coefficients, mask and parameter defaults (its paper's), the names other toolkits
     give it, its formula and the test that pins it. ``train``: the paper's training settings where they differ from
     the TOFU defaults of the config generator; ``tofu_splits``: per TOFU split, method settings the paper tuned for
     it (``{"forget10": {"forget_params": {...}, "regularization_coeff": ...}}``), written into that split's shipped
-    config. ValueError on a name or alias already taken (a mistake in code)."""
+    config; ``check(forget_params, regularizer_params)`` returns the problems of a combination of the two (checked at
+    config time). ValueError on a name or alias already taken (a mistake in code)."""
     forget_spec, reg_spec = get_forget(forget), get_regularizer(regularizer)
     taken = {m.name.lower() for m in all_methods()} | set(_ALIASES)
     for key in (name, *aliases):
@@ -156,7 +159,8 @@ def register_method(name: str, forget: str, regularizer: str, *, description: st
                       description=description, paper=paper, forget_params=dict(forget_params or {}),
                       regularizer_params=dict(regularizer_params or {}), aliases=tuple(aliases),
                       formula=formula or f"{forget_spec.formula} + {reg_spec.formula}", test=test,
-                      train=dict(train or {}), tofu_splits={k: dict(v) for k, v in (tofu_splits or {}).items()})
+                      train=dict(train or {}), tofu_splits={k: dict(v) for k, v in (tofu_splits or {}).items()},
+                      check=check)
     _REGISTERED.append(spec)
     for alias in aliases:
         _ALIASES["".join(alias.split()).lower()] = name

@@ -120,8 +120,16 @@ def rmu_retain(inputs: UnlearningInputs, params: RMURetainParams) -> Tensor:
     return sequence_mean_sq(h - ref, retain.labels, params.hidden_reduction)
 
 
+def _same_block(forget: RMUParams, retain: RMURetainParams) -> list[str]:
+    if forget.layer != retain.layer:
+        return [f"method.regularizer_params.layer: {retain.layer} differs from method.forget_params.layer "
+                f"{forget.layer}; RMU steers and preserves the same block, set both"]
+    return []
+
+
 register_method(
     "RMU", "rmu", "rmu_retain",
+    check=_same_block,
     description="representation misdirection: steer block ℓ on forget, preserve it on retain; only ℓ−2..ℓ's MLPs train",
     paper=PAPER,
     regularization_coeff=1200.0,
