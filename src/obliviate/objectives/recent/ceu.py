@@ -12,7 +12,7 @@ from obliviate.objectives.registry import register_forget
 from obliviate.objectives.terms import require
 from obliviate.objectives.types import UnlearningInputs
 
-PAPER = "Yang, Wu, Wang, 2025, CE-U: Cross Entropy Unlearning, arXiv 2503.01224"
+PAPER = "Yang, 2025, CE-U: Cross Entropy Unlearning, arXiv 2503.01224"
 
 
 def ceu_rows(z: Tensor, targets: Tensor, ref_z: Tensor | None) -> Tensor:
@@ -32,7 +32,7 @@ def ceu_rows(z: Tensor, targets: Tensor, ref_z: Tensor | None) -> Tensor:
     test="tests/unit/test_method_ceu.py",
 )
 def ceu(inputs: UnlearningInputs, params: object) -> Tensor:
-    """CE-U (Yang et al., 2025)::
+    """CE-U (Yang, 2025)::
 
         L = mean over labelled forget tokens t of  −Σ_{v ≠ y_t} q_t(v) log p_t(v),
         q_t = sg(softmax(z_t − ∞·e_{y_t}))

@@ -13,8 +13,8 @@ from obliviate.objectives.registry import register_forget
 from obliviate.objectives.terms import require
 from obliviate.objectives.types import UnlearningInputs
 
-PAPER = ("Yang, Wang, Liu, Han, 2025, Exploring Criteria of Loss Reweighting to Enhance LLM Unlearning, "
-         "arXiv 2505.11953")
+PAPER = ("Yang, Wang, Huang, Liu, Zhang, Han, 2025, Exploring Criteria of Loss Reweighting to Enhance LLM "
+         "Unlearning, arXiv 2505.11953")
 
 
 @dataclass(frozen=True)

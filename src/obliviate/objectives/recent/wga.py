@@ -13,8 +13,8 @@ from obliviate.objectives.registry import register_forget
 from obliviate.objectives.terms import require
 from obliviate.objectives.types import UnlearningInputs
 
-PAPER = ("Wang, Zhang, Chen, Liu, Han, 2025, Rethinking LLM Unlearning Objectives: A Gradient Perspective and "
-         "Go Beyond, arXiv 2502.19301")
+PAPER = ("Wang, Zhou, Zhou, Shin, Han, Weinberger, 2025, Rethinking LLM Unlearning Objectives: A Gradient "
+         "Perspective and Go Beyond, arXiv 2502.19301")
 
 
 @dataclass(frozen=True)
