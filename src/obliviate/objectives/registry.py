@@ -64,10 +64,11 @@ class TermSpec:
     test: str = ""
 
     def layers(self, params: object) -> tuple[int, ...]:
-        """The decoder blocks whose outputs this term reads under ``params`` (sorted, no repeats)."""
+        """The decoder blocks whose outputs this term reads under ``params`` (its defaults when None; sorted, no
+        repeats)."""
         if self.hidden_layers is None:
             return ()
-        return tuple(sorted(set(int(x) for x in self.hidden_layers(params))))
+        return tuple(sorted(set(int(x) for x in self.hidden_layers(coerce_params(self.params, params)))))
 
 
 def coerce_params(cls: type, params: object | None) -> object:

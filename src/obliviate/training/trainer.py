@@ -55,6 +55,7 @@ from obliviate.models import is_peft_model
 from obliviate.objectives import (DEFAULT_CHUNK_SIZE, HeadLogits, ObjectiveParams, SequenceOutputs,
                                   UnlearningInputs, compute_objective, get_forget, get_regularizer, new_states,
                                   required_inputs)
+from obliviate.objectives.registry import coerce_params
 from obliviate.training.data import UnlearningDataset
 from obliviate.training.distributed import prepare_reference
 
@@ -82,7 +83,8 @@ class TrainingObjective:
     @property
     def layers(self) -> tuple[int, ...]:
         """Decoder blocks whose outputs a term reads (policy and reference alike)."""
-        return tuple(sorted({layer for spec, p in self._specs() for layer in spec.layers(p)}))
+        return tuple(sorted({layer for spec, p in self._specs()
+                             for layer in spec.layers(p if p is not None else self.params)}))
 
     @property
     def hidden_parts(self) -> frozenset[str]:
@@ -94,8 +96,8 @@ class TrainingObjective:
 
     def trainable(self):
         """The terms' parameter filters combined (a name must pass every one), or None when no term has one."""
-        filters = [spec.trainable(p if p is not None else spec.params()) for spec, p in self._specs()
-                   if spec.trainable is not None]
+        filters = [spec.trainable(coerce_params(spec.params, p if p is not None else self.params))
+                   for spec, p in self._specs() if spec.trainable is not None]
         if not filters:
             return None
         return lambda name: all(f(name) for f in filters)
