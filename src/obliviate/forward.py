@@ -119,7 +119,10 @@ def capture_hidden(decoder: nn.Module):
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
     """The decoder blocks of a causal LM, in order (``model.layers`` of Llama-style models, ``transformer.h`` of
-    GPT-2-style ones); ValueError naming the model when none is found."""
+    GPT-2-style ones); ValueError naming the model when none is found. A DDP wrapper is looked through."""
+    while isinstance(getattr(model, "module", None), nn.Module) and type(model).__name__.endswith(
+            "DistributedDataParallel"):
+        model = model.module
     lm = _causal_lm(model)
     for path in ("model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers", "layers", "h"):
         node: object = lm

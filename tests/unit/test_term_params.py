@@ -129,3 +129,44 @@ def test_config_time_errors_for_the_method_level_keys():
         config_from_dict("unlearn", base, ["method.name=WGA", "method.me_direction=model_to_uniform"])
     cfg = config_from_dict("unlearn", base, ["method.name=NPO+GD", "method.beta=0.3"])
     assert cfg.method.beta == 0.3
+
+
+def test_hidden_states_of_the_asked_blocks_only(tmp_path):
+    """forward_parts hooks exactly the blocks asked for and returns each part's (B, T, H) states at those blocks,
+    equal to the model's own output_hidden_states (block ℓ's output is hidden_states[ℓ + 1], except for the last
+    block, whose entry there has the final norm applied), 0 past each end; found through a DDP wrapper too."""
+    import torch
+    from torch import nn
+    from transformers import AutoModelForCausalLM
+
+    from obliviate.forward import capture_layers, decoder_layers, forward_parts, inspect_model
+    from obliviate.testing import make_tiny_llama
+
+    model = AutoModelForCausalLM.from_pretrained(make_tiny_llama(tmp_path / "m"), dtype=torch.float64).eval()
+    ids = torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0]])
+    att = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    labels = torch.tensor([[-100, 6, 7, 8], [-100, 10, -100, -100]])
+    inputs = {"forget": {"input_ids": ids, "attention_mask": att, "labels": labels}}
+    info = inspect_model(model)
+    blocks = decoder_layers(model)
+    with capture_layers(model, (0,)):
+        assert [len(b._forward_hooks) for b in blocks] == [1, 0]     # a hook on the asked block only
+    assert [len(b._forward_hooks) for b in blocks] == [0, 0]         # and removed afterwards
+    hidden: dict = {}
+    with torch.no_grad():
+        forward_parts(model, inputs, ("forget",), split=info.split, pad_token_id=0, pack=info.packs, layers=(0,),
+                      hidden_out=hidden)
+        full = [model(input_ids=ids[i:i + 1, :n], output_hidden_states=True).hidden_states[1][0]
+                for i, n in enumerate((4, 2))]
+    h = hidden["forget"][0]
+    assert set(hidden["forget"]) == {0} and h.shape == (2, 4, 32)
+    torch.testing.assert_close(h[0], full[0], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(h[1, :2], full[1], rtol=1e-9, atol=1e-9)
+    assert h[1, 2:].abs().sum() == 0
+
+    class DistributedDataParallel(nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    assert decoder_layers(DistributedDataParallel(model)) is decoder_layers(model)
