@@ -89,7 +89,8 @@ def _max_diff(a: dict, b: dict) -> float:
 @pytest.fixture(scope="module")
 def two_process_runs(tiny_model_dir, data, tmp_path_factory):
     """One torchrun launch: ME+GD (b = 2), NPO+KL (b = 1 × 2 accumulation steps), ME+GD without the token-count
-    all-reduce, and NPO+GD interrupted after step 2 and resumed (4 steps, checkpoint every 2)."""
+    all-reduce, NPO+GD interrupted after step 2 and resumed (4 steps, checkpoint every 2), and PDU (b = 1 × 2
+    accumulation steps) likewise interrupted and resumed."""
     tmp = tmp_path_factory.mktemp("ddp")
     runs = [
         _config(tmp / "me_gd", tiny_model_dir, data, "ME+GD", batch_size=2, gradient_accumulation_steps=1),
@@ -97,9 +98,11 @@ def two_process_runs(tiny_model_dir, data, tmp_path_factory):
         _config(tmp / "me_gd_local", tiny_model_dir, data, "ME+GD", batch_size=2, gradient_accumulation_steps=1),
         _config(tmp / "npo_gd_resumed", tiny_model_dir, data, "NPO+GD", batch_size=2, gradient_accumulation_steps=1,
                 max_steps=4, save_strategy="steps", save_steps=2, learning_rate=0.1),
+        _config(tmp / "pdu_resumed", tiny_model_dir, data, "PDU", batch_size=1, gradient_accumulation_steps=2,
+                max_steps=4, save_strategy="steps", save_steps=2, learning_rate=0.1),
     ]
     _torchrun(tmp, [{"config": runs[0]}, {"config": runs[1]}, {"config": runs[2], "local_token_counts": True},
-                    {"config": runs[3], "interrupt_at": 2}])
+                    {"config": runs[3], "interrupt_at": 2}, {"config": runs[4], "interrupt_at": 2}])
     return tmp
 
 
@@ -132,6 +135,19 @@ def test_resumed_two_process_run_equals_an_uninterrupted_one_process_run(two_pro
                                                                         tmp_path):
     one = _weights(_one_process(tmp_path, tiny_model_dir, data, "NPO+GD", max_steps=4, learning_rate=0.1))
     resumed = two_process_runs / "npo_gd_resumed"
+    record = json.loads((resumed / "run.json").read_text())
+    assert record["resumed_from"].endswith("checkpoint-2") and record["optimizer_steps"] == 4
+    assert _max_diff(one, _weights(resumed)) <= 1e-6
+
+
+def test_two_process_pdu_moves_one_dual_variable(two_process_runs, tiny_model_dir, data, tmp_path):
+    """PDU's λ moves by the whole step's retain loss: each process's share of it is averaged over the processes
+    before the dual update, so every process holds the λ of the one-process run (the weights tell: λ scales the
+    retain gradient), also across an interruption and resume."""
+    one = _weights(_one_process(tmp_path, tiny_model_dir, data, "PDU", max_steps=4, learning_rate=0.1))
+    start = load_file(str(tiny_model_dir / "model.safetensors"))
+    assert _max_diff(one, start) > 1e-2, "training moved nothing; the comparison would prove nothing"
+    resumed = two_process_runs / "pdu_resumed"
     record = json.loads((resumed / "run.json").read_text())
     assert record["resumed_from"].endswith("checkpoint-2") and record["optimizer_steps"] == 4
     assert _max_diff(one, _weights(resumed)) <= 1e-6

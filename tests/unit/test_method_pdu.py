@@ -56,6 +56,33 @@ def test_dual_term_and_update():
     assert state.value == 2.0 and state.pending == []
 
 
+def test_synchronise_moves_every_process_by_the_whole_step():
+    """Two processes: means 0.5 (values 0.25, 0.75) and 1.5 (value 1.5) average to ℓ̄ = 1.0, so with λ0 = 2 and
+    η = 0.5 both reach λ = 2.5 (each on its own: 2.25 and 2.75). A non-finite value on one process leaves λ at 2 on
+    both."""
+    def two(pending_a, pending_b):
+        states = [DualVariable(), DualVariable()]
+        for s, pending in zip(states, (pending_a, pending_b)):
+            s.value, s.step_size, s.pending = 2.0, 0.5, list(pending)
+        locals_ = [sum(s.pending) / len(s.pending) for s in states]
+        for s in states:   # the mean of the processes' own means, as the all-reduce gives it to each of them
+            s.synchronise(lambda values: [sum(locals_) / len(locals_)])
+            s.end_step()
+        return [s.value for s in states]
+
+    assert two([0.25, 0.75], [1.5]) == [pytest.approx(2.5, abs=1e-12)] * 2
+    nan = float("nan")
+    states = [DualVariable(), DualVariable()]
+    states[0].value, states[0].step_size, states[0].pending = 2.0, 0.5, [0.5, nan]
+    states[1].value, states[1].step_size, states[1].pending = 2.0, 0.5, [1.5]
+    seen = []
+    for s in states:   # the first process hands NaN to the mean, so the mean is NaN on both
+        s.synchronise(lambda values: seen.append(values[0]) or [nan])
+        s.end_step()
+    assert math.isnan(seen[0]) and seen[1] == 1.5
+    assert [s.value for s in states] == [2.0, 2.0] and all(s.pending == [] for s in states)
+
+
 def test_state_round_trip_and_fresh_states():
     s = DualVariable()
     s.value, s.step_size, s.pending = 1.5, 0.25, [0.1]

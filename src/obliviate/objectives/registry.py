@@ -18,7 +18,9 @@ What a term may declare besides its batches (``needs``) and the reference log-pr
 - ``trainable(params) → (parameter name → bool)``: which model parameters may train (all others are frozen);
 - ``state``: a class whose instance the term carries across steps (``fn(inputs, params, state)``): it has
   ``state_dict()`` / ``load_state_dict(d)`` (JSON values, saved in every checkpoint so resuming is exact) and may
-  have ``end_step()``, called once after every optimizer step.
+  have ``end_step()``, called once after every optimizer step, and ``synchronise(mean)``, called just before it
+  on every process of a multi-process run (``mean(values)``: the element-wise mean of a list of floats over the
+  processes), so that every process's state moves alike.
 """
 
 from __future__ import annotations

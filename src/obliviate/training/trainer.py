@@ -144,10 +144,15 @@ class _EpochCallback(TrainerCallback):
 class TermStates(TrainerCallback, ExportableState):
     """Carries the terms' state objects through training: ``end_step()`` after every optimizer step, their
     ``state_dict()`` into every checkpoint's ``trainer_state.json`` (written last, so a checkpoint is complete only
-    with it), and ``load_state_dict`` from the checkpoint a run resumes from."""
+    with it), and ``load_state_dict`` from the checkpoint a run resumes from.
 
-    def __init__(self, states: dict | None = None):
+    With several processes, ``mean`` (the element-wise mean of a list of floats over the processes, called by all
+    of them) is handed to each state's ``synchronise(mean)`` before ``end_step()``, so a state that moves by what
+    its process saw of the step moves by the whole step's value and stays the same on every process."""
+
+    def __init__(self, states: dict | None = None, mean=None):
         self.states = states or {}
+        self.mean = mean
 
     def state(self) -> dict:
         return {"args": {}, "attributes": {"values": {k: s.state_dict() for k, s in self.states.items()}}}
@@ -162,6 +167,8 @@ class TermStates(TrainerCallback, ExportableState):
 
     def on_step_end(self, args, state, control, **kwargs):
         for s in self.states.values():
+            if self.mean is not None and hasattr(s, "synchronise"):
+                s.synchronise(self.mean)
             if hasattr(s, "end_step"):
                 s.end_step()
         return control
@@ -199,7 +206,8 @@ class UnlearningTrainer(Trainer):
         self._freeze_untrainable()
         self.term_states = new_states(objective.forget, objective.regularizer) if objective.forget else {}
         if self.term_states:
-            self.add_callback(TermStates(self.term_states))
+            mean = self._mean_over_processes if self.accelerator.num_processes > 1 else None
+            self.add_callback(TermStates(self.term_states, mean=mean))
         if self.reference_model is not None:
             self.reference_model = prepare_reference(self.reference_model, self.accelerator,
                                                      micro_batch=self.args.per_device_train_batch_size)
@@ -342,6 +350,11 @@ class UnlearningTrainer(Trainer):
         """Element-wise sum of ``counts`` over all processes (an all-reduce; every process must call it)."""
         tensor = torch.tensor(counts, dtype=torch.long, device=self.accelerator.device)
         return [int(v) for v in self.accelerator.reduce(tensor, reduction="sum").tolist()]
+
+    def _mean_over_processes(self, values: list[float]) -> list[float]:
+        """Element-wise mean of ``values`` over all processes (an all-reduce; every process must call it)."""
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
+        return self.accelerator.reduce(tensor, reduction="mean").tolist()
 
     # -- the step -------------------------------------------------------------------------------------------
     def _forward_parts(self, model, inputs: dict[str, dict], parts: tuple[str, ...], *, reference: bool = False,

@@ -48,13 +48,24 @@ class PDUParams:
 
 class DualVariable:
     """λ and the constraint values seen during the current optimizer step; λ ← max(0, λ + η · mean(ℓ̄ − ε)) once per
-    step (:meth:`end_step`), whatever the number of micro-batches. A step with a non-finite constraint value (one the
-    non-finite guard withholds or stops on) leaves λ unchanged. Saved in every checkpoint."""
+    step (:meth:`end_step`), whatever the number of micro-batches and of processes (:meth:`synchronise`). A step
+    with a non-finite constraint value (one the non-finite guard withholds or stops on) leaves λ unchanged. Saved
+    in every checkpoint."""
 
     def __init__(self) -> None:
         self.value: float | None = None   # λ; set from PDUParams.initial_dual at the first call
         self.step_size = 0.0
         self.pending: list[float] = []
+
+    def synchronise(self, mean) -> None:
+        """With several processes: the step's constraint value over all of them. Each process's values carry its
+        share of the step's token normaliser (the trainer's, times the number of processes), so the mean over
+        processes of their means is the whole step's ℓ̄; a non-finite value anywhere makes it non-finite
+        everywhere."""
+        if self.value is None or not self.pending:
+            return
+        local = sum(self.pending) / len(self.pending) if all(math.isfinite(v) for v in self.pending) else math.nan
+        self.pending = [float(mean([local])[0])]
 
     def end_step(self) -> None:
         if self.value is not None and self.pending and all(math.isfinite(v) for v in self.pending):
