@@ -119,6 +119,29 @@ def test_activation_checkpointing_really_runs(tiny_model_dir, data, tmp_path, mo
         torch.testing.assert_close(w_on[k], w_off[k], rtol=1e-5, atol=1e-6)
 
 
+def test_rmu_step_is_the_same_packed_padded_and_checkpointed(tiny_model_dir, data, tmp_path):
+    """RMU reads decoder block 1's output through a hook, from the model and from its frozen reference: packed and
+    padded parts give the same block outputs, so the same update, and so does activation checkpointing (the block
+    recomputed in backward after the hook is gone; the captured output still carries the gradient)."""
+    def rmu(out, **train):
+        cfg = _cfg(out, tiny_model_dir, data, "RMU", **train)
+        cfg.method.forget_params = {"layer": 1, "steering_coeff": 20.0}
+        cfg.method.regularizer_params = {"layer": 1}
+        return unlearn(cfg)
+
+    plain = rmu(tmp_path / "plain", loss_chunk_size=0, packing=False)
+    fast = rmu(tmp_path / "fast")
+    checkpointed = rmu(tmp_path / "ckpt", gradient_checkpointing=True)
+    w0, w_plain = load_file(str(tiny_model_dir / "model.safetensors")), _weights(plain)
+    assert max(float((w_plain[k] - w0[k]).abs().max()) for k in w0) > 1e-4, "the step changed nothing"
+    for other in (fast, checkpointed):
+        for a, b in zip(_losses(other), _losses(plain)):
+            assert a == pytest.approx(b, rel=1e-6, abs=1e-7)
+        w = _weights(other)
+        for k in w_plain:
+            torch.testing.assert_close(w[k], w_plain[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
 def test_fused_adamw_is_the_default_and_updates_as_the_loop_does(tiny_model_dir, data, tmp_path, monkeypatch):
     """Default optimizer: torch's fused AdamW; two steps of it land on the per-tensor AdamW's weights."""
     kinds = []
