@@ -410,7 +410,7 @@ def _precision_errors(m: ModelConfig, t: TrainConfig) -> list[str]:
 
 def _method_errors(mc: MethodConfig) -> list[str]:
     # Deferred: imports torch, which this module otherwise avoids.
-    from obliviate.objectives import resolve_method
+    from obliviate.objectives import ObjectiveParams, get_forget, get_regularizer, resolve_method, term_params
 
     errors: list[str] = []
     spec = None
@@ -428,8 +428,6 @@ def _method_errors(mc: MethodConfig) -> list[str]:
             errors.append(f"method.{key}: expected a mapping of parameter: value, got {value!r}")
     if spec is None or errors:
         return errors
-    from obliviate.objectives import ObjectiveParams, get_forget, get_regularizer, term_params
-
     _, _, problems = term_params(spec.forget, spec.regularizer, shared=ObjectiveParams(mc.beta, mc.me_direction),
                                  method=spec, forget_params=mc.forget_params,
                                  regularizer_params=mc.regularizer_params)

@@ -59,6 +59,7 @@ from obliviate.models import (
     save_model,
 )
 from obliviate.objectives import ObjectiveParams, resolve_method, term_params
+from obliviate.objectives.params import params_as_dict
 from obliviate.outputs import RunFolder, environment, is_main_process
 from obliviate.reporting.model_card import update_card_with_results, write_run_card
 from obliviate.training.checkpoints import last_complete_checkpoint
@@ -556,8 +557,6 @@ def _evaluation_inputs(cfg: UnlearnConfig, benchmark):
 def _own_params(objective: TrainingObjective) -> dict:
     """The terms' own parameters, for the run's record (only for terms that have parameters besides the
     method-level ``beta`` / ``me_direction``, so the records of the paper's 14 methods are unchanged)."""
-    from obliviate.objectives.params import params_as_dict
-
     out = {}
     for key, p in (("forget_params", objective.forget_params), ("regularizer_params", objective.regularizer_params)):
         values = params_as_dict(p) if p is not None else {}
