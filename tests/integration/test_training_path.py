@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 import obliviate.models
+import obliviate.training.run
 from obliviate.config import config_from_dict
 from obliviate.training.run import unlearn
 from obliviate.training.trainer import UnlearningTrainer
@@ -187,6 +188,7 @@ def test_npo_makes_no_reference_copy_and_kl_keeps_one(tiny_model_dir, data, tmp_
         return train(self, *args, **kwargs)
 
     monkeypatch.setattr(obliviate.models, "frozen_copy", tracked)
+    monkeypatch.setattr(obliviate.training.run, "frozen_copy", tracked)  # run.py imports it by name
     monkeypatch.setattr(UnlearningTrainer, "train", check)
     unlearn(_cfg(tmp_path / "npo", tiny_model_dir, data, "NPO+GD"))
     assert copies == [] and alive == [[]]
