@@ -335,15 +335,17 @@ class RunFolder:
             self.lock.release(keep_folders=keep)
 
 
-def check_output_file(path: str | Path, what: str = "--out") -> Path:
+def check_output_file(path: str | Path, what: str = "--out", writing: str | None = None) -> Path:
     """Refuse an output file that cannot be written, before any work is done: a folder, or a place where
-    nothing can be created (under a file, in a read-only folder)."""
+    nothing can be created (under a file, in a read-only folder). Messages start with ``what`` (the option, or
+    nothing) and the path, and name the file as ``writing`` when given ("the report")."""
     path = Path(path)
+    prefix = f"{what} {path}" if what else str(path)
     if path.is_dir():
-        raise ObliviateError(f"{what} {path}: is a folder; give a file name")
+        raise ObliviateError(f"{prefix}: is a folder; give a file name" + (f" for {writing}" if writing else ""))
     problem = creation_problem(path.parent)
     if problem:
-        raise ObliviateError(f"{what} {path}: cannot write it: {problem}")
+        raise ObliviateError(f"{prefix}: cannot write {writing or 'it'}: {problem}")
     return path
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from obliviate.errors import ObliviateError
 from obliviate.files import remove_stale_temps, write_texts_atomic
-from obliviate.outputs import OutputLock, creation_problem
+from obliviate.outputs import OutputLock, check_output_file
 from obliviate.reporting.html import DEFAULT_TITLE, html_report
 from obliviate.reporting.results import load_results
 from obliviate.reporting.table import markdown_table
@@ -15,13 +15,7 @@ from obliviate.reporting.table import markdown_table
 
 def check_report_path(path: str | Path) -> Path:
     """Refuse a report path that cannot be written (a folder, under a file, a read-only folder), before work."""
-    target = Path(path)
-    if target.is_dir():
-        raise ObliviateError(f"{target}: is a folder; give a file name for the report")
-    problem = creation_problem(target.parent)
-    if problem:
-        raise ObliviateError(f"{target}: cannot write the report: {problem}")
-    return target
+    return check_output_file(path, what="", writing="the report")
 
 
 def write_report_files(html_path: str | Path, page: str, markdown_path: str | Path | None = None,
