@@ -82,12 +82,21 @@ def test_converted_model_equals_gguf_model(converted: Path, wheel_gguf: Path) ->
     prompt = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
     assert prompt.endswith("<|im_start|>assistant\n")
 
-    # Same weights, same dtype, same ops: the logits agree bit for bit.
+    # Same weights, bit for bit: the conversion changed no number.
+    ours_sd, theirs_sd = model.state_dict(), gguf_model.state_dict()
+    assert ours_sd.keys() == theirs_sd.keys()
+    for name, tensor in ours_sd.items():
+        assert tensor.dtype == theirs_sd[name].dtype == torch.float32, name
+        assert torch.equal(tensor, theirs_sd[name]), name
+
+    # Same weights and ops give the same logits up to float32 matmul rounding: the CPU BLAS may pick a
+    # different kernel for differently aligned buffers, so bit equality of the outputs is not promised.
     ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
     with torch.no_grad():
         ours, theirs = model(input_ids=ids).logits, gguf_model(input_ids=ids).logits
     assert ours.shape == (1, ids.shape[1], 49152)
-    assert torch.equal(ours, theirs)
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-2)
+    assert torch.equal(ours.argmax(-1), theirs.argmax(-1))
 
 
 def test_alias_loads_and_generates(converted: Path, monkeypatch: pytest.MonkeyPatch) -> None:
