@@ -193,7 +193,7 @@ def inspect_model(model: nn.Module, *, reference: bool = False) -> ModelForward:
     split = _find_split(model, reference)
     split_problem = split if isinstance(split, str) else None
     split = None if isinstance(split, str) else split
-    vocab = split.vocab_size if split is not None else int(getattr(_causal_lm(model).config, "vocab_size", 2))
+    vocab = split.vocab_size if split is not None else int(getattr(getattr(_causal_lm(model), "config", None), "vocab_size", 2))
     g = torch.Generator().manual_seed(0)
     first = torch.randint(0, max(vocab, 2), (1, 6), generator=g).to(param.device)
     second = torch.randint(0, max(vocab, 2), (1, 5), generator=g).to(param.device)

@@ -20,7 +20,7 @@ import torch
 from transformers import DynamicCache
 
 from obliviate.data.collate import collate_examples, pad_sequences
-from obliviate.evaluation.tokens import token_stats
+from obliviate.evaluation.tokens import row_stats, stats_from_columns, token_stats
 from obliviate.forward import capture_hidden, forward_parts, inspect_model
 from obliviate.kvcache import cache_kwargs
 from obliviate.models import inference, is_peft_model
@@ -257,15 +257,23 @@ def _score_trees(model, trees: list[_Tree], pad_token_id: int, device) -> list[l
 
 
 def answer_token_stats(model, pairs: Sequence[tuple[list[int], list[int]]], *, pad_token_id: int,
-                       batch_size: int = 16, device: torch.device | str | None = None) -> list:
+                       batch_size: int = 16, device: torch.device | str | None = None,
+                       chunk_size: int = DEFAULT_CHUNK_SIZE) -> list:
     """:class:`~obliviate.evaluation.tokens.TokenStats` of each ``(prompt_ids, answer_ids)`` pair.
 
     Each row is the prompt followed by the answer, left-padded with explicit position ids (so every sequence
-    sits at positions 0, 1, 2, … of its own), rows sorted by length; only the logits that predict answer
-    tokens are computed. Results come back in input order.
+    sits at positions 0, 1, 2, … of its own), rows sorted by length. Only the positions that predict answer
+    tokens go through the output layer, ``chunk_size`` of them at a time (no ``(B, T, V)`` logits); a model
+    whose output layer cannot be taken apart (:func:`obliviate.forward.inspect_model`) is scored from its
+    logits of those positions. The prompt must hold at least one token (the first answer token is predicted
+    from its last one). Results come back in input order.
     """
     if device is None:
         device = next(model.parameters()).device
+    if any(len(prompt) == 0 for prompt, _ in pairs):
+        raise ValueError("every pair needs a prompt of at least one token: the first answer token is scored "
+                         "given the prompt's last one")
+    split = inspect_model(model).split
     results: list = [None] * len(pairs)
     order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
     with inference(model):
@@ -275,6 +283,21 @@ def answer_token_stats(model, pairs: Sequence[tuple[list[int], list[int]]], *, p
             ids = pad_sequences(rows, pad_token_id, side="left").to(device)
             mask = pad_sequences([[1] * len(r) for r in rows], 0, side="left").to(device)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            width = ids.shape[1]
+            if split is not None:
+                with capture_hidden(split.decoder) as box:
+                    model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1)
+                # Answer token t of a row is predicted at position W - A - 1 + t (rows are left-padded).
+                hidden = torch.cat([box["hidden"][row, width - len(pairs[i][1]) - 1: width - 1]
+                                    for row, i in enumerate(chunk)])
+                targets = torch.tensor([t for i in chunk for t in pairs[i][1]], dtype=torch.long, device=device)
+                columns = _head_row_stats(hidden, targets, split.head(), chunk_size)
+                offset = 0
+                for i in chunk:
+                    n = len(pairs[i][1])
+                    results[i] = stats_from_columns(*(c[offset: offset + n] for c in columns))
+                    offset += n
+                continue
             keep = max(len(pairs[i][1]) for i in chunk) + 1      # the last answer's logits are not needed
             logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
                            logits_to_keep=keep).logits
@@ -286,8 +309,21 @@ def answer_token_stats(model, pairs: Sequence[tuple[list[int], list[int]]], *, p
     return results
 
 
+def _head_row_stats(hidden: torch.Tensor, targets: torch.Tensor, head, chunk_size: int
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`~obliviate.evaluation.tokens.row_stats` of the logits of ``hidden`` rows, ``chunk_size`` rows of
+    logits at a time."""
+    parts = [row_stats(head.logits(hidden[s: s + chunk_size]), targets[s: s + chunk_size])
+             for s in range(0, hidden.shape[0], chunk_size)]
+    if not parts:
+        empty = torch.zeros(0, dtype=torch.float64, device=hidden.device)
+        return empty, torch.zeros(0, dtype=torch.bool, device=hidden.device), empty, empty
+    return tuple(torch.cat(column) for column in zip(*parts))
+
+
 def answer_gradient_norms(model, pairs: Sequence[tuple[list[int], list[int]]], *,
-                          device: torch.device | str | None = None) -> list[float]:
+                          device: torch.device | str | None = None,
+                          chunk_size: int = DEFAULT_CHUNK_SIZE) -> list[float]:
     """For each ``(prompt_ids, answer_ids)``: the mean over parameter tensors of ``‖∇_θ ℓ̄(a|q)‖₂``.
 
     ``ℓ̄`` is the mean token NLL of the answer tokens; one forward and backward pass per pair, in eval mode
@@ -295,7 +331,8 @@ def answer_gradient_norms(model, pairs: Sequence[tuple[list[int], list[int]]], *
     their ``requires_grad`` restored afterwards) through ``torch.autograd.grad``, so no ``.grad`` is touched.
     A LoRA-wrapped model's adapter weights are left out: the gradient with respect to a base weight ``W`` is
     ``∂L/∂y · xᵀ`` whatever the adapter adds to ``y``, i.e. that of the merged model's weight, so the norm is
-    the same merged or not.
+    the same merged or not. As in training, the output layer runs on the answer's positions only, ``chunk_size``
+    rows at a time, and is recomputed in backward (:func:`obliviate.objectives.reduce_rows`).
     """
     if device is None:
         device = next(model.parameters()).device
@@ -304,6 +341,7 @@ def answer_gradient_norms(model, pairs: Sequence[tuple[list[int], list[int]]], *
         named = ((n, p) for n, p in named if "lora_" not in n)
     params = [p for _, p in named if p.is_floating_point()]
     frozen = [p for p in params if not p.requires_grad]
+    split = inspect_model(model).split
     was_training = model.training
     model.eval()
     out: list[float] = []
@@ -314,8 +352,16 @@ def answer_gradient_norms(model, pairs: Sequence[tuple[list[int], list[int]]], *
             ids = torch.tensor([list(prompt) + list(answer)], device=device)
             targets = torch.tensor(list(answer), device=device)
             with torch.enable_grad():
-                logits = model(input_ids=ids).logits[0, len(prompt) - 1: -1].float()
-                nll = -(logits.log_softmax(-1).gather(-1, targets[:, None])).mean()
+                if split is not None:
+                    # The output layer on the answer's predicting positions only, a chunk at a time.
+                    with capture_hidden(split.decoder) as box:
+                        model(input_ids=ids, logits_to_keep=1)
+                    logp = reduce_rows("logp", box["hidden"][0, len(prompt) - 1: -1], targets, split.head(),
+                                       chunk_size=chunk_size)
+                else:
+                    logits = model(input_ids=ids).logits[0, len(prompt) - 1: -1].float()
+                    logp = logits.log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
+                nll = -logp.mean()
                 grads = torch.autograd.grad(nll, params, allow_unused=True)
             norms = [g.detach().float().norm() for g in grads if g is not None]
             out.append(float(torch.stack(norms).mean()))

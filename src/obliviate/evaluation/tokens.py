@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["TokenStats", "token_stats"]
+__all__ = ["TokenStats", "row_stats", "stats_from_columns", "token_stats"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,16 @@ def token_stats(logits: Tensor, targets: Tensor | Sequence[int]) -> TokenStats:
     vocab = logits.shape[-1]
     if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= vocab):
         raise ValueError(f"target token ids must lie in [0, {vocab})")
+    return stats_from_columns(*row_stats(logits, targets))
+
+
+def row_stats(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per row of ``logits`` ``(n, V)``: the target's log-probability, whether it is the argmax, and the mean and
+    variance of the log-probability under the row's distribution (float64; see :class:`TokenStats`).
+
+    The building block of :func:`token_stats`, also applied a chunk of rows at a time by the chunked scorer
+    (:func:`obliviate.likelihood.answer_token_stats`), so both paths share one definition.
+    """
     logp = torch.log_softmax(logits.double(), dim=-1)
     p = logp.exp()
     # Tokens a model masks with -inf logits have p = 0 and contribute nothing (0 · log 0 = 0, not NaN).
@@ -72,5 +82,10 @@ def token_stats(logits: Tensor, targets: Tensor | Sequence[int]) -> TokenStats:
     variances = (p * (finite - means[:, None]).square()).sum(-1)
     picked = logp.gather(-1, targets[:, None]).squeeze(-1)
     hits = logits.argmax(-1) == targets
-    return TokenStats(tuple(picked.tolist()), tuple(bool(h) for h in hits.tolist()), tuple(means.tolist()),
+    return picked, hits, means, variances
+
+
+def stats_from_columns(logprobs: Tensor, hits: Tensor, means: Tensor, variances: Tensor) -> TokenStats:
+    """A :class:`TokenStats` from the four per-token columns of :func:`row_stats` (one answer's rows)."""
+    return TokenStats(tuple(logprobs.tolist()), tuple(bool(h) for h in hits.tolist()), tuple(means.tolist()),
                       tuple(variances.tolist()))
