@@ -39,6 +39,7 @@ __all__ = [
     "normalized_probability_items",
     "probability_items",
     "register_metric",
+    "set_value",
     "rouge_recall",
     "token_entropy",
     "truth_ratio_forget",
@@ -80,7 +81,7 @@ class MetricSpec:
     ``item_field``: the field of each item (results.json ``items``) the set's value is computed from;
     ``per_item``: what each item contributes, given those fields and the set kind (None: the field itself);
     the set's value is the mean of the contributions, or one minus it on the forget set with
-    ``complement_on_forget`` (docs/metrics.md). ``group``: ``"six"`` for the six metrics of Yuan et al. (2024)
+    ``complement_on_forget`` (docs/metrics.md); ``forget_only``: recorded on forget sets only. ``group``: ``"six"`` for the six metrics of Yuan et al. (2024)
     that MU and the report tables use, ``"memorization"``, or ``""``. ``short`` / ``title``: the report's column
     label and full name; ``shown_after``: a metric the report shows this one after, where some record has it.
     """
@@ -92,6 +93,7 @@ class MetricSpec:
     item_field: str | None = None
     per_item: Callable[[Sequence[float], str], list[float]] | None = None
     complement_on_forget: bool = False
+    forget_only: bool = False
     group: str = ""
     short: str = ""
     title: str = ""
@@ -140,6 +142,17 @@ def higher_is_better(metric: str, set_kind: str) -> bool:
     return spec.higher_is_better_forget if set_kind == "forget" else spec.higher_is_better_other
 
 
+def set_value(metric: str, values: Sequence[float], set_kind: str) -> float:
+    """The set's value of ``metric`` from its items' ``item_field`` values, as the registry declares it: the mean
+    of the per-item contributions, subtracted from 1 on the forget set for a ``complement_on_forget`` metric."""
+    spec = get_metric(metric)
+    if not values:
+        raise ValueError(f"metric '{metric}': a set without items has no value")
+    contributions = spec.per_item(values, set_kind) if spec.per_item else values
+    mean = sum(contributions) / len(contributions)
+    return 1.0 - mean if spec.complement_on_forget and set_kind == "forget" else mean
+
+
 def metric_names(group: str) -> tuple[str, ...]:
     """The registered metrics of ``group`` (``"six"``, ``"memorization"``), in registration order."""
     return tuple(name for name, spec in METRICS.items() if spec.group == group)
@@ -181,7 +194,7 @@ for _spec in (
         "truth_ratio's)",
         True,
         True,
-        item_field="truth_ratio_x", per_item=_truth_ratio_tofu_items, short="TR (TOFU)",
+        item_field="truth_ratio_x", per_item=_truth_ratio_tofu_items, forget_only=True, short="TR (TOFU)",
         title="Truth ratio, TOFU's form", shown_after="truth_ratio",
     ),
     MetricSpec(
@@ -190,20 +203,6 @@ for _spec in (
         True,
         True,
         item_field="token_entropy", group="six", short="TE", title="Token entropy",
-    ),
-    MetricSpec(
-        "cosine_similarity",
-        "max(0, cosine) of sentence embeddings of the generation and the reference",
-        False,
-        True,
-        item_field="cosine_similarity", group="six", short="CS", title="Cosine similarity",
-    ),
-    MetricSpec(
-        "entailment",
-        "fraction of items an NLI model labels entailment (items with ROUGE-L recall < 0.1 count as not)",
-        False,
-        True,
-        item_field="entailment", group="six", short="ES", title="Entailment score",
     ),
     MetricSpec(
         "exact_memorization",
@@ -218,6 +217,20 @@ for _spec in (
         False,
         True,
         item_field="extraction_strength", group="memorization",
+    ),
+    MetricSpec(
+        "cosine_similarity",
+        "max(0, cosine) of sentence embeddings of the generation and the reference",
+        False,
+        True,
+        item_field="cosine_similarity", group="six", short="CS", title="Cosine similarity",
+    ),
+    MetricSpec(
+        "entailment",
+        "fraction of items an NLI model labels entailment (items with ROUGE-L recall < 0.1 count as not)",
+        False,
+        True,
+        item_field="entailment", group="six", short="ES", title="Entailment score",
     ),
 ):
     register_metric(_spec)

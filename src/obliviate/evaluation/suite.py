@@ -273,56 +273,46 @@ def _set_result(formatter: PromptFormatter, eval_set: EvalSet, records: list[QAR
     truth_x = _truth_x(para_lp, pert_lp)
     entropy = M.token_entropy(generations, formatter.tokenizer)
 
-    metrics: dict[str, dict] = {}
-
-    def put(name: str, value: float | None, reason: str | None = None) -> None:
-        entry = {"value": value, "higher_is_better": M.higher_is_better(name, kind)}
-        if value is None:
-            entry.update({"available": False, "reason": reason})
-        metrics[name] = entry
-
-    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    put("rouge_l", mean(rouge["rouge_l"]))
-    put("rouge1", mean(rouge["rouge1"]))
-    put("probability", mean(probability))
-    if truth_x is None:
-        put("truth_ratio", None, "the set has no perturbed answers")
-    else:
-        put("truth_ratio", M.truth_ratio_forget(truth_x) if kind == "forget" else M.truth_ratio_other(truth_x))
-    if kind == "forget":
-        # TOFU's convention next to the paper's code's (docs/metrics.md); not part of any aggregate.
-        put("truth_ratio_tofu", None if truth_x is None else M.truth_ratio_tofu(truth_x),
-            "the set has no perturbed answers")
-    put("token_entropy", mean(entropy))
     stats = outputs.answer_stats
     em = es = None
-    if stats is None:
-        put("exact_memorization", None, "no per-token statistics were computed")
-        put("extraction_strength", None, "no per-token statistics were computed")
-    else:
+    if stats is not None:
         em = [MEM.exact_memorization(s.hits) for s in stats]
         es = [MEM.extraction_strength(s.hits) for s in stats]
-        put("exact_memorization", mean(em))
-        put("extraction_strength", mean(es))
 
     cosine = None
-    if isinstance(scorers.embedder, Unavailable):
-        put("cosine_similarity", None, scorers.embedder.reason)
-    else:
+    if not isinstance(scorers.embedder, Unavailable):
         cosine = scorers.embedder.cosine(generations, sentence)
-        put("cosine_similarity", mean(cosine))
 
     entail = None
-    if isinstance(scorers.nli, Unavailable):
-        put("entailment", None, scorers.nli.reason)
-    else:
+    if not isinstance(scorers.nli, Unavailable):
         gen_premise = kind == "forget" or settings.real_world
         # Real-world scenario: the golden answer is the reference (as in the paper's released code).
         reference = short if settings.real_world else sentence
         premises, hypotheses = (generations, reference) if gen_premise else (reference, generations)
         entail = M.entailment_items(scorers.nli.entails(premises, hypotheses, batch_size=settings.batch_size),
                                     rouge["rouge_l"])
-        put("entailment", mean(entail))
+
+    # Each item field, or None with the reason it is missing; every registered metric is computed from its field
+    # as the registry declares (metrics.set_value), the same way the bootstrap recomputes it from resampled items.
+    no_stats = "no per-token statistics were computed"
+    columns: dict[str, tuple[list[float] | None, str | None]] = {
+        "rouge_l": (rouge["rouge_l"], None), "rouge1": (rouge["rouge1"], None),
+        "probability": (probability, None), "truth_ratio_x": (truth_x, "the set has no perturbed answers"),
+        "token_entropy": (entropy, None),
+        "exact_memorization": (em, no_stats), "extraction_strength": (es, no_stats),
+        "cosine_similarity": (cosine, getattr(scorers.embedder, "reason", None)),
+        "entailment": (entail, getattr(scorers.nli, "reason", None)),
+    }
+    metrics: dict[str, dict] = {}
+    for name, spec in M.METRICS.items():
+        if spec.item_field not in columns or (spec.forget_only and kind != "forget"):
+            continue
+        values, reason = columns[spec.item_field]
+        entry = {"value": None if values is None else M.set_value(name, values, kind),
+                 "higher_is_better": M.higher_is_better(name, kind)}
+        if values is None:
+            entry.update({"available": False, "reason": reason})
+        metrics[name] = entry
 
     items = []
     for i, r in enumerate(records):
