@@ -104,3 +104,25 @@ def test_training_step_defaults_and_the_plain_path():
     assert (plain.loss_chunk_size, plain.packing) == (0, False)
     with pytest.raises(ConfigError, match=r"train.loss_chunk_size: must be >= 0 \(0 = materialised logits\), got -1"):
         config_from_dict("unlearn", {"data": {"forget": "f.json"}}, ["train.loss_chunk_size=-1"])
+
+
+def test_a_tofu_layout_folder_supplies_its_holdout_set_to_the_unlearning_evaluation(tmp_path):
+    from obliviate.training.run import eval_benchmark
+
+    folder = tmp_path / "tofu_like"
+    folder.mkdir()
+    for name in ("forget.json", "retain.json", "forget_perturbed.json", "retain_perturbed.json"):
+        (folder / name).write_text("[]")
+    cfg = config_from_dict("unlearn", {"data": {"forget": str(folder / "forget.json"),
+                                                "retain": str(folder / "retain.json")}})
+    assert "holdout" not in eval_benchmark(cfg).files          # no holdout file: none invented
+    (folder / "holdout.json").write_text("[]")
+    assert eval_benchmark(cfg).files["holdout"] == str(folder / "holdout.json")
+    (folder / "holdout_perturbed.json").write_text("[]")
+    spec = eval_benchmark(cfg)
+    assert spec.kind == "files" and spec.files["holdout"] == str(folder / "holdout_perturbed.json")
+    assert spec.files["forget"] == str(folder / "forget_perturbed.json")
+    # An explicit eval.holdout still wins.
+    cfg = config_from_dict("unlearn", {"data": {"forget": str(folder / "forget.json")},
+                                       "eval": {"holdout": str(tmp_path / "mine.json")}})
+    assert eval_benchmark(cfg).holdout == str(tmp_path / "mine.json")

@@ -502,11 +502,16 @@ def _inferred_benchmark(cfg: UnlearnConfig):
     if is_real_world_folder(folder):
         return real_world_benchmark(folder)
     # A folder in the TOFU file layout (forget.json beside forget_perturbed.json, retain_perturbed.json, and
-    # optionally the utility sets): evaluate on its perturbed files.
+    # optionally the utility sets and a holdout set): evaluate on its perturbed files; the holdout set, when
+    # there is one, serves the privacy attacks as non-members.
     if (folder / "forget_perturbed.json").is_file():
         files = {name: str(folder / f"{name}_perturbed.json")
                  for name in ("forget", "retain", "real_authors", "world_facts")
                  if (folder / f"{name}_perturbed.json").is_file()}
+        holdout = next((folder / n for n in ("holdout_perturbed.json", "holdout.json") if (folder / n).is_file()),
+                       None)
+        if holdout is not None:
+            files["holdout"] = str(holdout)
         return BenchmarkSpec(kind="files", files=files, real_world=cfg.eval.real_world)
     files = {"forget": d.forget}
     if d.retain:
