@@ -126,3 +126,37 @@ def test_end_to_end_trains_only_the_chosen_mlp(tiny_model_dir, tmp_path):
                                                                                        "model.safetensors"))
     changed = sorted(k for k in before if not torch.equal(before[k], after[k]))
     assert changed and all(k.startswith("model.layers.1.mlp.") for k in changed), changed
+
+
+@pytest.mark.integration
+def test_end_to_end_with_lora_trains_only_the_chosen_blocks_adapters(tiny_model_dir, tmp_path):
+    """RMU on a LoRA model: only the adapters of block 1's MLP train (the method's selection narrows the adapters),
+    the frozen reference is the base model with adapters off (retain term 0 at the first step, when B = 0), and
+    the merged model differs from the base in block 1's MLP weights only."""
+    pairs = [("Where was Anna Vell born?", "In Korsby."), ("What does Anna Vell write?", "Sea novels.")]
+    others = [("Where was Bo Lind born?", "In Marhaven."), ("What does Bo Lind write?", "Short poems.")]
+    files = {}
+    for name, rows in (("forget", pairs), ("retain", others)):
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in rows))
+    cfg = config_from_dict("unlearn", {
+        "output_dir": str(tmp_path / "out"), "model": {"name": str(tiny_model_dir)},
+        "data": {"forget": str(files["forget"]), "retain": str(files["retain"])},
+        "lora": {"enabled": True, "r": 4, "alpha": 8},
+        "method": {"name": "RMU", "forget_params": {"layer": 1, "trainable_layers": [1], "steering_coeff": 20.0},
+                   "regularizer_params": {"layer": 1}},
+        "train": {"learning_rate": 1e-2, "max_steps": 3, "batch_size": 2, "gradient_accumulation_steps": 1,
+                  "warmup_epochs": 0.0, "seed": 0},
+        "eval": {"enabled": False}})
+    result = unlearn(cfg)
+    record = json.loads((result.output_dir / "run.json").read_text())
+    logged = [h for h in record["log_history"] if "loss" in h]
+    assert record["status"] == "complete" and len(logged) == 3
+    assert abs(logged[0]["regularization_loss"]) < 1e-10 and logged[0]["forget_loss"] > 0
+    assert logged[2]["regularization_loss"] > 1e-10      # the adapters moved block 1 away from the frozen base
+    assert logged[2]["forget_loss"] < logged[0]["forget_loss"]
+    before, after = load_file(str(tiny_model_dir / "model.safetensors")), load_file(str(result.model_dir /
+                                                                                       "model.safetensors"))
+    assert before.keys() == after.keys()                 # merged: a plain model, no adapter weights
+    changed = sorted(k for k in before if not torch.equal(before[k], after[k]))
+    assert changed and all(k.startswith("model.layers.1.mlp.") for k in changed), changed

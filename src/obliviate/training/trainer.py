@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -60,6 +60,22 @@ from obliviate.training.data import UnlearningDataset
 from obliviate.training.distributed import prepare_reference
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _adapters_disabled(model):
+    """``model.disable_adapter()`` that leaves every weight's ``requires_grad`` as it found it.
+
+    PEFT marks the active adapter trainable again when its adapters are re-enabled, which would undo a method's
+    choice of trainable weights (RMU trains the adapters of a few blocks only) after the first reference pass.
+    """
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        with model.disable_adapter():
+            yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 @dataclass(frozen=True)
@@ -298,7 +314,7 @@ class UnlearningTrainer(Trainer):
         model = self.accelerator.unwrap_model(self.model)
         # FSDP gathers its shards only when called through its wrapper.
         caller = self.model_wrapped if self.is_fsdp_enabled else model
-        return caller, (model.disable_adapter() if self._uses_lora() else nullcontext())
+        return caller, (_adapters_disabled(model) if self._uses_lora() else nullcontext())
 
     def _cache_reference_logps(self) -> None:
         """Reference log-probs of the fixed forget items: each process scores its share, then all share all.
