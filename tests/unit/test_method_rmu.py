@@ -95,18 +95,24 @@ def test_config_checks_its_parameters():
     assert cfg.method.forget_params == {"layer": 5}
 
 
-@pytest.mark.integration
-def test_end_to_end_trains_only_the_chosen_mlp(tiny_model_dir, tmp_path):
-    """Two steps on the 2-block test model with ℓ = 1 and only block 1's MLP trainable: every other weight is
-    bit-identical afterwards, block 1's MLP moved, both terms are logged and finite, and the retain term is 0 at the
-    first step up to rounding (the model still equals the frozen copy; the policy's pass packs forget and retain
-    sequences together, the frozen model's only the retain ones, so the sums round differently)."""
+def _write_sets(tmp_path):
+    """A two-question forget set and a two-question retain set about other people, as JSON Lines files."""
     pairs = [("Where was Anna Vell born?", "In Korsby."), ("What does Anna Vell write?", "Sea novels.")]
     others = [("Where was Bo Lind born?", "In Marhaven."), ("What does Bo Lind write?", "Short poems.")]
     files = {}
     for name, rows in (("forget", pairs), ("retain", others)):
         files[name] = tmp_path / f"{name}.json"
         files[name].write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in rows))
+    return files
+
+
+@pytest.mark.integration
+def test_end_to_end_trains_only_the_chosen_mlp(tiny_model_dir, tmp_path):
+    """Two steps on the 2-block test model with ℓ = 1 and only block 1's MLP trainable: every other weight is
+    bit-identical afterwards, block 1's MLP moved, both terms are logged and finite, and the retain term is 0 at the
+    first step up to rounding (the model still equals the frozen copy; the policy's pass packs forget and retain
+    sequences together, the frozen model's only the retain ones, so the sums round differently)."""
+    files = _write_sets(tmp_path)
     cfg = config_from_dict("unlearn", {
         "output_dir": str(tmp_path / "out"), "model": {"name": str(tiny_model_dir)},
         "data": {"forget": str(files["forget"]), "retain": str(files["retain"])},
@@ -133,12 +139,7 @@ def test_end_to_end_with_lora_trains_only_the_chosen_blocks_adapters(tiny_model_
     """RMU on a LoRA model: only the adapters of block 1's MLP train (the method's selection narrows the adapters),
     the frozen reference is the base model with adapters off (retain term 0 at the first step, when B = 0), and
     the merged model differs from the base in block 1's MLP weights only."""
-    pairs = [("Where was Anna Vell born?", "In Korsby."), ("What does Anna Vell write?", "Sea novels.")]
-    others = [("Where was Bo Lind born?", "In Marhaven."), ("What does Bo Lind write?", "Short poems.")]
-    files = {}
-    for name, rows in (("forget", pairs), ("retain", others)):
-        files[name] = tmp_path / f"{name}.json"
-        files[name].write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in rows))
+    files = _write_sets(tmp_path)
     cfg = config_from_dict("unlearn", {
         "output_dir": str(tmp_path / "out"), "model": {"name": str(tiny_model_dir)},
         "data": {"forget": str(files["forget"]), "retain": str(files["retain"])},
