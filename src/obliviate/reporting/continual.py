@@ -10,11 +10,12 @@ plot and named under it.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from obliviate.reporting import svg
+from obliviate.reporting.render import Html, render
 from obliviate.reporting.results import Cell, ModelView, model_views
 from obliviate.reporting.table import NOT_AVAILABLE, PARTIAL_MARK, format_cell
 
@@ -34,10 +35,6 @@ class ContinualStep:
     step: int
     tasks: int                      # tasks forgotten after this step (the x axis)
     view: ModelView
-
-
-def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
 
 
 def _continual_info(results: Mapping[str, Any]) -> dict | None:
@@ -78,7 +75,7 @@ def _cell(view: ModelView, key: str) -> Cell | None:
     return view.aggregates.get(key) or view.other_aggregates.get(key)
 
 
-def line_plot_svg(steps: Sequence[ContinualStep]) -> str:
+def line_plot_svg(steps: Sequence[ContinualStep]) -> Html:
     """An SVG line plot of MU and FE (y, on [0, 1]) against tasks forgotten (x), one point per step.
 
     Each point is a ``<circle class="point">`` with ``data-series`` and ``data-tasks``; a hollow point marks a
@@ -93,36 +90,18 @@ def line_plot_svg(steps: Sequence[ContinualStep]) -> str:
         x_hi = x_lo + 1
     values = [c.value for s in steps for key, *_ in SERIES if (c := _cell(s.view, key)) and c.value is not None]
     y_lo, y_hi = min(0.0, *values) if values else 0.0, max(1.0, *values) if values else 1.0
+    sx = svg.LinearScale(x_lo, x_hi, left, left + plot_w)
+    sy = svg.LinearScale(y_lo, y_hi, top + plot_h, top)
 
-    def sx(v: float) -> float:
-        return left + (v - x_lo) / (x_hi - x_lo) * plot_w
-
-    def sy(v: float) -> float:
-        return top + plot_h - (v - y_lo) / (y_hi - y_lo) * plot_h
-
-    out = [f'<svg class="continual" viewBox="0 0 {width} {height}" width="100%" role="img" '
-           'aria-label="Model utility and forget efficacy against the number of tasks forgotten">',
-           f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fbfcfd" stroke="#d8dee4"/>']
+    out = [svg.frame(left, top, plot_w, plot_h)]
     # Integer ticks on x; at most about ten labels so long runs stay legible.
     stride = max(1, (x_hi - x_lo + 9) // 10)
-    for tick in range(x_lo, x_hi + 1, stride):
-        x = sx(tick)
-        out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + plot_h}" stroke="#eaeef2"/>')
-        out.append(f'<text x="{x:.1f}" y="{top + plot_h + 18}" font-size="12" fill="#59636e" '
-                   f'text-anchor="middle">{tick}</text>')
-    tick = 0.0
-    while tick <= y_hi + 1e-9:
-        if tick >= y_lo - 1e-9:
-            y = sy(tick)
-            out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#eaeef2"/>')
-            out.append(f'<text x="{left - 8}" y="{y + 4:.1f}" font-size="12" fill="#59636e" '
-                       f'text-anchor="end">{tick:.1f}</text>')
-        tick = round(tick + 0.2, 6)
-    out.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 12}" font-size="13" fill="#1f2328" '
-               'text-anchor="middle">Tasks forgotten</text>')
-    out.append(f'<text transform="translate(16 {top + plot_h / 2:.1f}) rotate(-90)" font-size="13" '
-               'fill="#1f2328" text-anchor="middle">Value (higher is better)</text>')
-    for i, (key, short, full, color) in enumerate(SERIES):
+    out += svg.x_grid(sx, range(x_lo, x_hi + 1, stride), y0=top, y1=top + plot_h, label_y=top + plot_h + 18,
+                      label=str)
+    out += svg.y_grid(sy, svg.ticks(0.0, y_hi, 0.2), x0=left, x1=left + plot_w, label=lambda t: f"{t:.1f}")
+    out += svg.axis_titles("Tasks forgotten", "Value (higher is better)", center_x=left + plot_w / 2,
+                           x_title_y=height - 12, y_title_x=16, center_y=top + plot_h / 2)
+    for key, short, _, color in SERIES:
         # Consecutive available points are joined; an unavailable step breaks the line.
         runs: list[list[tuple[float, float]]] = [[]]
         circles = []
@@ -133,42 +112,16 @@ def line_plot_svg(steps: Sequence[ContinualStep]) -> str:
                 continue
             px, py = sx(s.tasks), sy(cell.value)
             runs[-1].append((px, py))
-            fill = "#ffffff" if cell.partial else color
             tip = f"{short} after {s.tasks} task(s) (step {s.step}): {format_cell(cell, key)}"
-            circles.append(f'<circle class="point" data-series="{short}" data-tasks="{s.tasks}" cx="{px:.1f}" '
-                           f'cy="{py:.1f}" r="4.5" fill="{fill}" stroke="{color}" stroke-width="2">'
-                           f"<title>{_e(tip)}</title></circle>")
-        for run in runs:
-            if len(run) > 1:
-                points = " ".join(f"{x:.1f},{y:.1f}" for x, y in run)
-                out.append(f'<polyline class="line" data-series="{short}" points="{points}" fill="none" '
-                           f'stroke="{color}" stroke-width="2"/>')
-        out.extend(circles)
-        ly = top + 14 + i * 20
-        out.append(f'<line x1="{left + plot_w + 14}" y1="{ly - 4}" x2="{left + plot_w + 34}" y2="{ly - 4}" '
-                   f'stroke="{color}" stroke-width="2"/>')
-        out.append(f'<text x="{left + plot_w + 40}" y="{ly}" font-size="12" fill="#1f2328">{_e(short)}: '
-                   f"{_e(full.lower())}</text>")
-    out.append("</svg>")
-    return "".join(out)
-
-
-def _table_html(steps: Sequence[ContinualStep]) -> str:
-    head = "".join(f"<th>{_e(short)} ↑</th>" for _, short in TABLE_AGGREGATES)
-    rows = []
-    for s in steps:
-        cells = []
-        for key, _ in TABLE_AGGREGATES:
-            cell = _cell(s.view, key)
-            if cell is None or cell.value is None:
-                reason = cell.reason if cell is not None else "not recorded in results.json"
-                cells.append(f'<td class="num" title="{_e(reason or "")}">{NOT_AVAILABLE}</td>')
-            else:
-                cells.append(f'<td class="num">{_e(format_cell(cell, key))}</td>')
-        rows.append(f'<tr><td class="num">{s.step}</td><td class="num">{s.tasks}</td>'
-                    f'<td>{_e(s.view.label)}</td>{"".join(cells)}</tr>')
-    return (f'<table class="notes"><thead><tr><th>Step</th><th>Tasks forgotten</th><th>Model</th>{head}</tr>'
-            f'</thead><tbody>{"".join(rows)}</tbody></table>')
+            circles.append(svg.point(px, py, r=4.5, fill="#ffffff" if cell.partial else color, stroke=color,
+                                     stroke_width=2, tooltip=tip, cls="point",
+                                     data={"series": short, "tasks": s.tasks}))
+        out += [svg.polyline(run, color=color, data={"series": short}) for run in runs if len(run) > 1]
+        out += circles
+    out += svg.legend([(color, f"{short}: {full.lower()}") for _, short, full, color in SERIES],
+                      x=left + plot_w + 14, y=top + 14)
+    return svg.svg("continual", width, height,
+                   "Model utility and forget efficacy against the number of tasks forgotten", out)
 
 
 def continual_section(views: Sequence[ModelView]) -> str:
@@ -177,13 +130,19 @@ def continual_section(views: Sequence[ModelView]) -> str:
     if found is None:
         return ""
     steps, others = found
-    caption = ("Model utility and forget efficacy after each step of continual unlearning, against the number "
-               "of tasks forgotten so far; each step's forget set holds every task forgotten up to it. "
-               "A hollow point is a partial aggregate; a missing value leaves a gap.")
-    notes = f'<p class="caption">Not part of this continual run, not plotted: {_e(", ".join(others))}.</p>' \
-        if others else ""
-    return (f'<section id="continual"><h2>Continual unlearning</h2><p class="caption">{caption}</p>'
-            f'<div class="scatter-wrap">{line_plot_svg(steps)}</div>{notes}{_table_html(steps)}</section>')
+    rows = []
+    for s in steps:
+        cells: list[dict[str, Any]] = []
+        for key, _ in TABLE_AGGREGATES:
+            cell = _cell(s.view, key)
+            if cell is None or cell.value is None:
+                reason = cell.reason if cell is not None else "not recorded in results.json"
+                cells.append({"na": True, "reason": reason or ""})
+            else:
+                cells.append({"na": False, "text": format_cell(cell, key)})
+        rows.append({"step": s.step, "tasks": s.tasks, "label": s.view.label, "cells": cells})
+    return render("continual.html", plot=line_plot_svg(steps), others=others,
+                  heads=[short for _, short in TABLE_AGGREGATES], rows=rows, na=NOT_AVAILABLE)
 
 
 def continual_markdown(results_list: Sequence[Mapping[str, Any]]) -> str:

@@ -9,13 +9,13 @@ work without the ``lm-eval`` extra.
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from obliviate.errors import DataError
+from obliviate.reporting.render import render
 from obliviate.reporting.results import SOURCE_KEY, ModelView, markdown_cell
 
 KEY = "general_ability"
@@ -185,10 +185,6 @@ def general_markdown(views: Sequence[ModelView]) -> str:
 # --- HTML -------------------------------------------------------------------------------------------
 
 
-def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
-
-
 def general_html(views: Sequence[ModelView]) -> str:
     """The "General ability" section of the HTML report, or ``""`` when no record has one.
 
@@ -198,30 +194,23 @@ def general_html(views: Sequence[ModelView]) -> str:
     if not records:
         return ""
     cols = general_columns(records)
-    head = '<tr><th class="model">Model</th>' + "".join(
-        f'<th title="{_e(c.task)} · {_e(c.metric)}">{_e(c.task)}<br>{_e(c.metric)}'
-        + (f' <span class="arrow">{UP if c.higher_is_better else DOWN}</span>' if c.higher_is_better is not None
-           else "") + "</th>" for c in cols) + "</tr>"
+    heads = [{"task": c.task, "metric": c.metric,
+              "arrow": None if c.higher_is_better is None else UP if c.higher_is_better else DOWN} for c in cols]
     best = {(c.task, c.metric): _best(records, c) for c in cols}
     rows = []
     for view, record in records:
-        cells = []
+        cells: list[dict[str, Any]] = []
         for c in cols:
             entry = _entry(record, c)
             if entry is None or entry.get("value") is None:
-                reason = (entry or {}).get("reason") or "not recorded for this model"
-                cells.append(f'<td class="na" title="{_e(reason)}">{NOT_AVAILABLE}</td>')
+                cells.append({"na": True, "reason": (entry or {}).get("reason") or "not recorded for this model"})
             else:
-                cls = ' class="best"' if view.label in best[(c.task, c.metric)] else ""
-                cells.append(f"<td{cls}>{_e(format_entry(entry))}</td>")
-        rows.append(f'<tr><td class="model">{_e(view.label)}</td>{"".join(cells)}</tr>')
+                cells.append({"na": False, "best": view.label in best[(c.task, c.metric)],
+                              "text": format_entry(entry)})
+        rows.append({"label": view.label, "cells": cells})
     notes = [f"lm-evaluation-harness tasks; value ± standard error; {UP} higher is better, {DOWN} lower is better; "
              "the best value of each column is highlighted. A metric name with a comma is lm-eval's metric,filter."]
     if _limited(records):
         notes.append(_LIMIT_NOTE)
-    settings = "".join(f"<li>{_e(line)}</li>" for line in _setting_notes(records))
-    return ('<section id="general"><h2>General ability</h2>'
-            f'<div class="table-wrap"><table class="results"><thead>{head}</thead>'
-            f'<tbody>{"".join(rows)}</tbody></table></div>'
-            + "".join(f'<p class="caption">{_e(n)}</p>' for n in notes)
-            + f'<ul class="shared">{settings}</ul></section>')
+    return render("general.html", cols=heads, rows=rows, notes=notes, settings=_setting_notes(records),
+                  na=NOT_AVAILABLE)

@@ -15,7 +15,6 @@ older records are unchanged.
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
+from obliviate.reporting.render import render
 from obliviate.reporting.results import Cell, ModelView, label_for
 
 NOT_AVAILABLE = "n/a"
@@ -221,52 +221,26 @@ def intervals_markdown(views: Sequence[ModelView]) -> str:
 # --- HTML -------------------------------------------------------------------------------------------
 
 
-def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
-
-
 def intervals_html(views: Sequence[ModelView]) -> str:
     """The "Uncertainty" section of the HTML report, or ``""`` when no record has intervals and no seeds group."""
     heads = [h for h in HEADLINES if _with_intervals(views, h)]
     groups = seed_groups(views)
     if not heads and not groups:
         return ""
-    parts = ['<section id="uncertainty"><h2>Uncertainty</h2>']
-    if heads:
-        head = '<tr><th class="model">Model</th>' + "".join(f'<th title="{_e(h.full)}">{_e(h.short)}</th>'
-                                                            for h in heads) + "</tr>"
-        rows = []
-        for view in views:
-            cells = []
-            for h in heads:
-                cell = h.cell(view)
-                if cell is None or cell.value is None:
-                    cells.append(f'<td class="na">{NOT_AVAILABLE}</td>')
-                    continue
-                ci = (f'<span class="ci">[{_e(h.fmt(cell.ci[0]))}, {_e(h.fmt(cell.ci[1]))}]</span>'
-                      if cell.ci is not None else "")
-                cells.append(f"<td>{_e(h.fmt(cell.value))}{ci}</td>")
-            rows.append(f'<tr><td class="model">{_e(view.label)}</td>{"".join(cells)}</tr>')
-        parts.append(f'<div class="table-wrap"><table class="results"><thead>{head}</thead>'
-                     f'<tbody>{"".join(rows)}</tbody></table></div>')
-        parts.append('<p class="caption">Value and 95 % bootstrap interval (percentile method, the evaluated '
-                     "questions resampled with replacement; docs/metrics.md).</p>")
-        statements = overlap_statements(views)
-        if statements:
-            items = "".join(f"<li><b>{_e(h.short)}</b> overlap: {_e(_pairs(same))}; separate: {_e(_pairs(apart))}"
-                            "</li>" for h, same, apart in statements)
-            parts.append('<p class="caption">Where two models\' intervals overlap, the difference between them is '
-                         "within what resampling the questions moves the number by; where they are separate, it "
-                         f'is not.</p><ul class="shared">{items}</ul>')
-    if groups:
-        head = "<tr><th class=\"model\">Runs</th><th>Seeds</th>" + "".join(
-            f'<th title="{_e(h.full)}">{_e(h.short)}</th>' for h in SEED_HEADLINES) + "</tr>"
-        rows = "".join(
-            f'<tr><td class="model">{_e(g.label)}</td><td>{_e(", ".join(str(s) for s in g.seeds))}</td>'
-            + "".join(f"<td>{_e(group_summary(g, h))}</td>" for h in SEED_HEADLINES) + "</tr>" for g in groups)
-        parts.append("<h3>Across seeds</h3>"
-                     f'<div class="table-wrap"><table class="results"><thead>{head}</thead><tbody>{rows}</tbody>'
-                     '</table></div><p class="caption">Mean ± sample standard deviation over runs that differ '
-                     "only in seed (same method, config and evaluation settings).</p>")
-    parts.append("</section>")
-    return "".join(parts)
+    rows = []
+    for view in views:
+        cells: list[dict[str, Any]] = []
+        for h in heads:
+            cell = h.cell(view)
+            if cell is None or cell.value is None:
+                cells.append({"na": True})
+                continue
+            cells.append({"na": False, "text": h.fmt(cell.value),
+                          "interval": None if cell.ci is None else f"[{h.fmt(cell.ci[0])}, {h.fmt(cell.ci[1])}]"})
+        rows.append({"label": view.label, "cells": cells})
+    statements = [(h.short, _pairs(same), _pairs(apart)) for h, same, apart in overlap_statements(views)] \
+        if heads else []
+    seed_rows = [{"label": g.label, "seeds": ", ".join(str(s) for s in g.seeds),
+                  "cells": [group_summary(g, h) for h in SEED_HEADLINES]} for g in groups]
+    return render("intervals.html", heads=heads, rows=rows, statements=statements, groups=seed_rows,
+                  seed_heads=SEED_HEADLINES, na=NOT_AVAILABLE)

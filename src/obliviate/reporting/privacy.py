@@ -9,11 +9,12 @@ record's ``target`` (the retain model's AUC; 0 for the leakage).
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from obliviate.reporting import svg
+from obliviate.reporting.render import Html, render
 from obliviate.reporting.results import Cell, ModelView
 
 NOT_AVAILABLE = "n/a"
@@ -162,59 +163,30 @@ def privacy_markdown(views: Sequence[ModelView]) -> str:
 # --- HTML -------------------------------------------------------------------------------------------
 
 
-def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
-
-
 def privacy_html(views: Sequence[ModelView], colors: Mapping[str, str]) -> str:
     """The "Privacy and memorisation" section: the table with intervals, the leakage chart with error bars, and
     why a model has no attacks; ``""`` when no record has these values."""
     if not _has_content(views):
         return ""
     cols = _present(views)
-    parts = ['<section id="privacy"><h2>Privacy and memorisation</h2>']
-    if cols:
-        head = '<tr><th class="model">Model</th>' + "".join(
-            f'<th title="{_e(c.full)}">{_e(c.short)} <span class="arrow">{column_arrow(views, c)}</span></th>'
-            for c in cols) + "</tr>"
-        best = {c.key if c.set_name is None else f"{c.set_name}.{c.key}": best_labels(views, c) for c in cols}
-        rows = []
-        for view in views:
-            cells = []
-            for c in cols:
-                cell = c.cell(view)
-                if cell is None or cell.value is None:
-                    reason = cell.reason if cell is not None else "not recorded for this model"
-                    cells.append(f'<td class="na" title="{_e(reason or "")}">{NOT_AVAILABLE}</td>')
-                    continue
-                key = c.key if c.set_name is None else f"{c.set_name}.{c.key}"
-                cls = ' class="best"' if view.label in best[key] else ""
-                extra = []
-                if cell.ci is not None:
-                    extra.append(f'<span class="ci">{_e(format_interval(c.key, cell.ci))}</span>')
-                if cell.reference is not None:
-                    extra.append(f'<span class="ci">retain {_e(format_number(c.key, cell.reference))}</span>')
-                cells.append(f"<td{cls}>{_e(format_number(c.key, cell.value))}{''.join(extra)}</td>")
-            rows.append(f'<tr><td class="model">{_e(view.label)}</td>{"".join(cells)}</tr>')
-        parts.append(f'<div class="table-wrap"><table class="results"><thead>{head}</thead>'
-                     f'<tbody>{"".join(rows)}</tbody></table></div>')
-        parts.append('<p class="caption">EM = exact memorisation (fraction of answer tokens that are the model\'s '
-                     "argmax), Extr. = extraction strength (1 − the shortest answer prefix after which greedy decoding "
-                     "reproduces the rest): ↓ on the forget set, ↑ on the retain set. LOSS … Ref.: AUC of each "
-                     "membership-inference attack, forget set (members) against the holdout set (non-members); "
-                     "1 = every member recognised, 0.5 = chance. PrivLeak: privacy leakage as MUSE defines it, the "
-                     "relative difference (%) from the retain model's Min-K% AUC — near 0 is good, negative = "
-                     "under-unlearned, positive = over-unlearned. → the value closest to the retain model's "
-                     "(shown under it) is best and highlighted. Brackets: 95 % bootstrap intervals.</p>")
-        chart = leakage_chart(views, colors)
-        if chart:
-            parts.append("<h3>Privacy leakage</h3>" + chart)
-    unavailable = _unavailable(views)
-    if unavailable:
-        parts.append('<p class="caption">No privacy attacks for: '
-                     + "; ".join(f"{_e(label)} ({_e(reason)})" for label, reason in unavailable) + ".</p>")
-    parts.append("</section>")
-    return "".join(parts)
+    headers = [{"full": c.full, "short": c.short, "arrow": column_arrow(views, c)} for c in cols]
+    best = {c.key if c.set_name is None else f"{c.set_name}.{c.key}": best_labels(views, c) for c in cols}
+    rows = []
+    for view in views:
+        cells: list[dict[str, Any]] = []
+        for c in cols:
+            cell = c.cell(view)
+            if cell is None or cell.value is None:
+                reason = cell.reason if cell is not None else "not recorded for this model"
+                cells.append({"na": True, "reason": reason or ""})
+                continue
+            key = c.key if c.set_name is None else f"{c.set_name}.{c.key}"
+            cells.append({"na": False, "best": view.label in best[key], "text": format_number(c.key, cell.value),
+                          "interval": format_interval(c.key, cell.ci),
+                          "reference": None if cell.reference is None else format_number(c.key, cell.reference)})
+        rows.append({"label": view.label, "cells": cells})
+    return render("privacy.html", headers=headers, rows=rows, na=NOT_AVAILABLE,
+                  chart=leakage_chart(views, colors) if cols else "", unavailable=_unavailable(views))
 
 
 def leakage_chart(views: Sequence[ModelView], colors: Mapping[str, str]) -> str:
@@ -227,37 +199,25 @@ def leakage_chart(views: Sequence[ModelView], colors: Mapping[str, str]) -> str:
     label_w, value_w, width, row_h, top, axis_h = 130, 150, 640, 22, 6, 20
     plot_w = width - label_w - value_w
     height = top + row_h * len(rows) + axis_h
-
-    def sx(v: float) -> float:
-        return label_w + (v + extent) / (2 * extent) * plot_w
-
-    out = [f'<svg class="bars" viewBox="0 0 {width} {height}" width="100%" role="img" '
-           f'aria-label="Privacy leakage per model, with 95 % intervals">']
-    for tick in (-extent, -extent / 2, 0.0, extent / 2, extent):
-        x = sx(tick)
-        out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + row_h * len(rows)}" '
-                   f'stroke="{"#57606a" if tick == 0 else "#eaeef2"}" stroke-width="{1.5 if tick == 0 else 1}"/>')
-        out.append(f'<text x="{x:.1f}" y="{height - 5}" font-size="10" fill="#8c959f" '
-                   f'text-anchor="middle">{tick:+.0f}%</text>')
+    sx = svg.LinearScale(-extent, extent, label_w, label_w + plot_w)
+    out = svg.x_grid(sx, (-extent, -extent / 2, 0.0, extent / 2, extent), y0=top, y1=top + row_h * len(rows),
+                     label_y=height - 5, label=lambda t: f"{t:+.0f}%", size=10, fill=svg.FAINT,
+                     stroke=lambda t: "#57606a" if t == 0 else svg.GRID,
+                     stroke_width=lambda t: 1.5 if t == 0 else 1)
     for i, (view, cell) in enumerate(rows):
         y = top + i * row_h + row_h / 2
         color = colors.get(view.label, "#4e79a7")
         name = view.label if len(view.label) <= 19 else view.label[:18] + "…"
-        out.append(f'<text x="{label_w - 8}" y="{y + 4:.1f}" font-size="11" fill="#1f2328" text-anchor="end">'
-                   f"<title>{_e(view.label)}</title>{_e(name)}</text>")
+        out.append(svg.text(label_w - 8, svg.f1(y + 4), Html("").join([svg.element("title", None, view.label), name]),
+                            size=11, anchor="end"))
         if cell.ci is not None:
-            lo, hi = sx(cell.ci[0]), sx(cell.ci[1])
-            out.append(f'<line class="errorbar" x1="{lo:.1f}" y1="{y:.1f}" x2="{hi:.1f}" y2="{y:.1f}" '
-                       f'stroke="{color}" stroke-width="2"/>')
-            for x in (lo, hi):
-                out.append(f'<line x1="{x:.1f}" y1="{y - 5:.1f}" x2="{x:.1f}" y2="{y + 5:.1f}" stroke="{color}" '
-                           'stroke-width="2"/>')
-        out.append(f'<circle cx="{sx(cell.value):.1f}" cy="{y:.1f}" r="5" fill="{color}">'
-                   f"<title>{_e(view.label)}: {_e(format_number('privacy_leakage', cell.value))}</title></circle>")
+            out.append(svg.error_bar(sx(cell.ci[0]), sx(cell.ci[1]), y, horizontal=True, color=color, width=2, cap=5))
+        out.append(svg.point(sx(cell.value), y, r=5, fill=color,
+                             tooltip=f"{view.label}: {format_number('privacy_leakage', cell.value)}"))
         text = format_number("privacy_leakage", cell.value)
         if cell.ci is not None:
             text += " " + format_interval("privacy_leakage", cell.ci)
-        out.append(f'<text x="{label_w + plot_w + 8}" y="{y + 4:.1f}" font-size="11" fill="#1f2328">{_e(text)}</text>')
-    out.append("</svg>")
-    return ('<figure class="bar"><figcaption>Privacy leakage (Min-K%) <span class="dir">→ 0 is best; '
-            "left = under-unlearned, right = over-unlearned</span></figcaption>" + "".join(out) + "</figure>")
+        out.append(svg.text(label_w + plot_w + 8, svg.f1(y + 4), text, size=11))
+    return render("bar_figure.html", title="Privacy leakage (Min-K%)",
+                  direction="→ 0 is best; left = under-unlearned, right = over-unlearned",
+                  svg=svg.svg("bars", width, height, "Privacy leakage per model, with 95 % intervals", out))

@@ -8,11 +8,11 @@ has probes, so other reports are unchanged. Uses the report's own table classes.
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from obliviate.reporting.render import render
 from obliviate.reporting.results import ModelView, markdown_cell
 
 KEY = "probes"
@@ -23,10 +23,6 @@ LABELS = {"rouge_l": "ROUGE-L", "probability": "Prob", "truth_ratio": "TR", "rou
           "accuracy": "Acc"}
 NOT_AVAILABLE = "n/a"
 UP, DOWN = "↑", "↓"
-
-
-def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
 
 
 def _sections(views: Sequence[ModelView]) -> list[tuple[ModelView, str, Mapping[str, Any]]]:
@@ -102,28 +98,16 @@ def probes_html(views: Sequence[ModelView]) -> str:
     found = _sections(views)
     if not found:
         return ""
-    parts = ['<section id="probes"><h2>Robustness probes</h2>']
+    tables = []
     for view, name, section in found:
         cols = _columns(section)
         has_recovery = section.get("recovery") is not None
-        head = ('<tr><th class="model">Model</th>' + "".join(
-            f'<th title="{_e(s)} · {_e(m)}">{_e(s)}<br>{_e(LABELS[m])} '
-            f'<span class="arrow">{UP if h else DOWN}</span></th>' for s, m, h in cols)
-            + ("<th>Recovered</th>" if has_recovery else "") + "</tr>")
-        rows = []
-        for row in section["rows"]:
-            cells = "".join(f"<td>{_fmt(_value(row, s, m))}</td>" for s, m, _ in cols)
-            if has_recovery:
-                cells += f"<td>{_e(_recovery(section, row))}</td>"
-            role = row.get("role")
-            label = f'{_e(row.get("label"))}' + (' <span class="muted">(anchor)</span>' if role == "anchor" else "")
-            rows.append(f'<tr><td class="model">{label}</td>{cells}</tr>')
-        parts.append(f"<h3>{_e(TITLES[name])} — {_e(view.label)}</h3>"
-                     f'<div class="table-wrap"><table class="results"><thead>{head}</thead>'
-                     f'<tbody>{"".join(rows)}</tbody></table></div>'
-                     f'<p class="caption">{_e(_caption(name, section))}</p>')
-    parts.append("</section>")
-    return "".join(parts)
+        rows = [{"label": row.get("label"), "anchor": row.get("role") == "anchor",
+                 "cells": [_fmt(_value(row, s, m)) for s, m, _ in cols],
+                 "recovery": _recovery(section, row) if has_recovery else ""} for row in section["rows"]]
+        tables.append({"title": TITLES[name], "model": view.label, "has_recovery": has_recovery, "rows": rows,
+                       "cols": [(s, m, UP if h else DOWN) for s, m, h in cols], "caption": _caption(name, section)})
+    return render("probes.html", tables=tables, labels=LABELS)
 
 
 def probes_markdown(views: Sequence[ModelView]) -> str:
