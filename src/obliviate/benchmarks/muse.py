@@ -10,8 +10,10 @@ trained on it, and measures (docs/muse_wmdp.md):
                     in front (``Question: …\\nAnswer: …\\n\\n``), greedy answers of up to 32 tokens cut at the
                     next question; ROUGE-L F1 against the answer. Lower is better.
 ``knowmem_retain``  the same on questions about the retain texts: utility. Higher is better.
-privacy leakage     Min-K% Prob (k = 40 %) membership inference on forget texts against holdout texts, the
-                    AUC relative to the retain model's (``privacy`` section; docs/metrics.md).
+privacy leakage     Min-K% Prob (k = 40 %) membership inference on ``privleak/forget`` texts (members) against
+                    ``privleak/holdout`` texts (non-members), the AUC relative to the retain model's (the
+                    ``privacy`` section, :func:`muse_privacy`; docs/metrics.md). Each text is scored whole, cut
+                    to :data:`PRIVLEAK_MAX_LENGTH` tokens.
 
 Prompts are plain text with no chat template, as in MUSE's released evaluation; ROUGE is ``rouge_score``'s
 ROUGE-L F1 without stemming (:func:`obliviate.evaluation.metrics.rouge_l_f1`). MUSE reports these numbers × 100.
@@ -31,6 +33,7 @@ Layouts read by :func:`load_muse`:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,9 +45,12 @@ from obliviate.data.loading import decode_utf8, describe_value, format_problem, 
 from obliviate.data.records import QARecord, TextRecord
 from obliviate.errors import DataError, ObliviateError
 from obliviate.evaluation import metrics as M
+from obliviate.evaluation import privacy_eval
+from obliviate.evaluation.privacy import HEADLINE_ATTACK, MIN_K_FRACTION
 
-__all__ = ["HUB_IDS", "KNOWMEM_MAX_NEW_TOKENS", "MuseData", "VERBMEM_MAX_NEW_TOKENS", "evaluate_muse",
-           "find_muse_root", "is_muse_folder", "knowmem_prompt", "load_muse", "muse_privacy"]
+__all__ = ["HUB_IDS", "KNOWMEM_MAX_NEW_TOKENS", "MuseData", "PRIVLEAK_MAX_LENGTH", "VERBMEM_MAX_NEW_TOKENS",
+           "evaluate_muse", "find_muse_root", "is_muse_folder", "knowmem_prompt", "load_muse", "muse_privacy",
+           "muse_retain_scores", "muse_retain_scores_from_results"]
 
 HUB_IDS: tuple[str, ...] = ("muse-bench/MUSE-News", "muse-bench/MUSE-Books")
 """The published MUSE corpora on the Hugging Face hub."""
@@ -54,6 +60,11 @@ VERBMEM_MAX_NEW_TOKENS = 128
 
 KNOWMEM_MAX_NEW_TOKENS = 32
 """MUSE's answer length for knowledge memorisation."""
+
+PRIVLEAK_MAX_LENGTH = 2048
+"""Tokens of each privleak text that are scored, at most (its first ones; fewer when the model has fewer
+positions). MUSE scores each text whole within the model's context; its texts were cut to at most 2048 Llama
+tokens, so 2048 scores them whole with MUSE's tokenizer."""
 
 ANSWER_STOPS: tuple[str, ...] = ("\n\n", "\nQuestion", "Question:")
 """A knowledge answer is cut before the first of these (the model starting the next few-shot question)."""
@@ -282,10 +293,14 @@ def _limit(rows: list, set_size: int | None) -> list:
 
 def evaluate_muse(model, tokenizer, data: MuseData, *, set_size: int | None = None, batch_size: int = 16,
                   verbmem_max_new_tokens: int = VERBMEM_MAX_NEW_TOKENS,
-                  knowmem_max_new_tokens: int = KNOWMEM_MAX_NEW_TOKENS, retain_privacy: Any = None) -> dict:
+                  knowmem_max_new_tokens: int = KNOWMEM_MAX_NEW_TOKENS, gradnorm: bool = True,
+                  privleak_max_length: int = PRIVLEAK_MAX_LENGTH,
+                  retain_privacy: privacy_eval.RetainScores | None = None) -> dict:
     """The ``sets``, ``aggregates`` and ``privacy`` sections of a MUSE results record for one model.
 
     ``set_size`` keeps the first N rows of each set (quick runs; not comparable with published numbers).
+    ``retain_privacy``: the retain model's attack scores of the same privleak texts (the privacy leakage's
+    reference; :func:`muse_retain_scores`, :func:`muse_retain_scores_from_results`).
     """
     sets: dict[str, dict] = {}
     if data.verbmem is not None:
@@ -326,24 +341,133 @@ def evaluate_muse(model, tokenizer, data: MuseData, *, set_size: int | None = No
                                      "available": False, "reason": reason})
     return {"sets": sets, "aggregates": aggregates,
             "privacy": muse_privacy(model, tokenizer, data, set_size=set_size, batch_size=batch_size,
-                                    retain=retain_privacy)}
+                                    gradnorm=gradnorm, max_length=privleak_max_length, retain=retain_privacy)}
+
+
+def _text_ids(texts: Sequence[str]) -> list[dict[str, str]]:
+    """What names a privleak text in results.json: its start, and the SHA-256 of its UTF-8 bytes."""
+    return [{"text": t[:60], "sha256": "sha256:" + hashlib.sha256(t.encode("utf-8")).hexdigest()} for t in texts]
+
+
+def _privleak_texts(data: MuseData, set_size: int | None) -> tuple[list[str], list[str]] | None:
+    if "forget" not in data.privleak or "holdout" not in data.privleak:
+        return None
+    return ([r.text for r in _limit(data.privleak["forget"], set_size)],
+            [r.text for r in _limit(data.privleak["holdout"], set_size)])
+
+
+def _max_length(model, max_length: int) -> int:
+    """``max_length``, or the model's number of positions when it has fewer."""
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return min(max_length, positions) if isinstance(positions, int) and positions > 0 else max_length
+
+
+def _scores(model, tokenizer, texts: Sequence[str], split: str, **kw) -> list[dict]:
+    try:
+        return privacy_eval.text_scores(model, tokenizer, texts, **kw)
+    except ValueError as err:  # a text with nothing to score after its first token
+        raise DataError(str(err), field=f"privleak/{split}") from None
+
+
+def muse_retain_scores(model, tokenizer, data: MuseData, *, set_size: int | None = None, batch_size: int = 16,
+                       gradnorm: bool = True, max_length: int = PRIVLEAK_MAX_LENGTH) -> privacy_eval.RetainScores:
+    """A retain model's attack scores of the privleak forget and holdout texts (the reference of another
+    model's privacy leakage); no scores, with the reason, when the data has no such texts."""
+    texts = _privleak_texts(data, set_size)
+    if texts is None:
+        return privacy_eval.RetainScores(None, None, reason=f"{data.source} has no privleak/forget and "
+                                                            "privleak/holdout splits")
+    kw = {"max_length": _max_length(model, max_length), "batch_size": batch_size, "gradnorm": gradnorm}
+    return privacy_eval.RetainScores(_scores(model, tokenizer, texts[0], "forget", **kw),
+                                     _scores(model, tokenizer, texts[1], "holdout", **kw), source="retain model")
+
+
+def muse_retain_scores_from_results(results: Mapping[str, Any], path: str, data: MuseData, *,
+                                    set_size: int | None = None,
+                                    max_length: int | None = None) -> privacy_eval.RetainScores:
+    """A retain model's attack scores of the privleak texts from its MUSE ``results.json`` (``results``, read
+    from ``path``).
+
+    A record whose privacy section holds no scores gives none, with the reason. A record of another benchmark,
+    of other texts (a different number of members or non-members, or texts whose SHA-256 differs) or cut to
+    another ``max_length`` cannot be the reference: a :class:`DataError` naming ``path``.
+    """
+    bench = results.get("benchmark")
+    name = bench.get("name") if isinstance(bench, Mapping) else None
+    if name != "muse":
+        raise DataError(f"is not a MUSE results record (benchmark: {name or 'none'}); the retain model's "
+                        "reference for MUSE is its own obliviate eval --benchmark muse results", path=path,
+                        field="benchmark.name")
+    texts = _privleak_texts(data, set_size)
+    privacy = results.get("privacy")
+    if texts is None:
+        return privacy_eval.RetainScores(None, None, reason=f"{data.source} has no privleak/forget and "
+                                                            "privleak/holdout splits")
+    if not isinstance(privacy, Mapping) or not privacy.get("available"):
+        why = privacy.get("reason") if isinstance(privacy, Mapping) and privacy.get("reason") else \
+            "it has no privacy section"
+        return privacy_eval.RetainScores(None, None, reason=f"the retain results {path} have no attack scores "
+                                                            f"({why}); re-evaluate the retain model on the same "
+                                                            "MUSE data")
+    items = privacy.get("items")
+    counts = {}
+    for split, evaluated in zip(("forget", "holdout"), texts):
+        rows = items.get(split) if isinstance(items, Mapping) else None
+        if not isinstance(rows, list) or not all(isinstance(r, Mapping) and "sha256" in r for r in rows):
+            raise DataError("has no per-text MUSE attack scores (each item with its sha256)", path=path,
+                            field=f"privacy.items.{split}")
+        counts[split] = len(rows)
+        theirs = {r["sha256"] for r in rows}
+        ours = _text_ids(evaluated)
+        if len(rows) != len(evaluated) or any(i["sha256"] not in theirs for i in ours):
+            differ = next((i["text"] for i in ours if i["sha256"] not in theirs), None)
+            detail = (f"privleak/{split} text {differ!r}... is not among them" if differ is not None else
+                      f"they hold {len(rows)} privleak/{split} texts and this evaluation scores {len(evaluated)}")
+            raise DataError(f"scores other MUSE texts than this evaluation ({detail}); evaluate the retain model "
+                            f"on the same MUSE data and set size", path=path, field=f"privacy.items.{split}")
+    if max_length is not None and privacy.get("max_length") != max_length:
+        raise DataError(f"scored the texts cut to {privacy.get('max_length')} tokens and this evaluation cuts them "
+                        f"to {max_length}: the AUCs would not compare", path=path, field="privacy.max_length")
+    return privacy_eval.retain_scores_from_results(results, path, [i["sha256"] for i in _text_ids(texts[0])],
+                                                   [i["sha256"] for i in _text_ids(texts[1])], key="sha256",
+                                                   noun="texts")
 
 
 def muse_privacy(model, tokenizer, data: MuseData, *, set_size: int | None = None, batch_size: int = 16,
-                 retain: Any = None) -> dict:
+                 gradnorm: bool = True, max_length: int = PRIVLEAK_MAX_LENGTH,
+                 retain: privacy_eval.RetainScores | None = None) -> dict:
     """MUSE's privacy leakage: membership inference on ``privleak/forget`` texts (members) against
-    ``privleak/holdout`` texts (non-members), relative to the retain model (``retain``).
+    ``privleak/holdout`` texts (non-members), relative to the retain model (``retain``: its scores of the same
+    texts).
 
-    The attacks, their AUC and the leakage itself belong to the membership-inference module (the code that
-    scores TOFU's forget set against its holdout set); this function is where MUSE's texts are handed to it.
-    In this build no such module is wired here: the section names the member and non-member splits and says
-    why it holds no number.
+    Each text is scored whole (no prompt; :func:`obliviate.evaluation.privacy_eval.text_pairs`), cut to its
+    first ``max_length`` tokens (fewer when the model has fewer positions); every attack of TOFU's privacy
+    section is run on it and the section is built the same way (docs/metrics.md, Privacy). MUSE's PrivLeak is
+    the headline ``privacy_leakage``: Min-K% Prob with k = 40 %. Without the retain model's scores the AUCs are
+    given and the leakage is unavailable, with the reason.
     """
-    if "forget" not in data.privleak or "holdout" not in data.privleak:
-        return {"available": False, "reason": f"{data.source} has no privleak/forget and privleak/holdout splits"}
-    return {"available": False, "members": "privleak/forget", "nonmembers": "privleak/holdout",
-            "reason": "not computed: membership inference on MUSE's texts is not wired in this build "
-                      "(obliviate.benchmarks.muse.muse_privacy)"}
+    texts = _privleak_texts(data, set_size)
+    if texts is None:
+        return privacy_eval.unavailable_section(f"{data.source} has no privleak/forget and privleak/holdout splits")
+    forget, holdout = texts
+    length = _max_length(model, max_length)
+    have_retain = retain is not None and retain.forget is not None and retain.holdout is not None
+    kw = {"max_length": length, "batch_size": batch_size, "gradnorm": gradnorm}
+    f = _scores(model, tokenizer, forget, "forget", reference=retain.forget if have_retain else None, **kw)
+    h = _scores(model, tokenizer, holdout, "holdout", reference=retain.holdout if have_retain else None, **kw)
+    if retain is None:
+        retain = privacy_eval.RetainScores(None, None, reason="no retain model: pass --retain-model, or "
+                                                              "--retain-results with its MUSE results.json")
+    source = next((str(p) for p in data.files if p.parent.name == "privleak" and p.stem == "holdout"), data.source)
+    return privacy_eval.privacy_section(
+        f, h, forget_ids=_text_ids(forget), holdout_ids=_text_ids(holdout), members="privleak/forget",
+        nonmembers="privleak/holdout", retain=retain, k=MIN_K_FRACTION,
+        holdout_info={"source": source, "size": len(holdout), "rows_available": len(data.privleak["holdout"])},
+        gradnorm_reason=None if gradnorm else "GradNorm switched off (eval.gradnorm: false)",
+        info={"max_length": length, "scored": "each text whole: every token after the first, given the ones "
+                                              "before it, no prompt",
+              "forget": {"size": len(forget), "rows_available": len(data.privleak["forget"])},
+              "muse_privleak": {"metric": "privacy_leakage", "attack": HEADLINE_ATTACK, "k": MIN_K_FRACTION}})
 
 
 EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "resources" / "muse_example"
@@ -351,16 +475,34 @@ EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "resources" / "muse_examp
 
 
 def muse_benchmark(source: str | Path | None = None, *, verbmem_max_new_tokens: int = VERBMEM_MAX_NEW_TOKENS,
-                   knowmem_max_new_tokens: int = KNOWMEM_MAX_NEW_TOKENS):
-    """A :class:`~obliviate.benchmarks.types.LoadedBenchmark` that evaluates MUSE (default: the shipped example)."""
+                   knowmem_max_new_tokens: int = KNOWMEM_MAX_NEW_TOKENS,
+                   privleak_max_length: int = PRIVLEAK_MAX_LENGTH):
+    """A :class:`~obliviate.benchmarks.types.LoadedBenchmark` that evaluates MUSE (default: the shipped example).
+
+    Its evaluator takes the retain model's reference for the privacy leakage as ``retain_results`` (the path
+    of the retain model's MUSE ``results.json`` and its contents) or ``retain_model`` (the retain model and its
+    tokenizer, scored here).
+    """
 
     data = load_muse(source if source is not None else EXAMPLE_DIR)
 
-    def evaluator(model, tokenizer, settings) -> dict:
+    def evaluator(model, tokenizer, settings, *, retain_results: tuple[str, Mapping] | None = None,
+                  retain_model: tuple[Any, Any] | None = None) -> dict:
+        length = _max_length(model, privleak_max_length)
+        retain = None
+        if retain_results is not None:
+            retain = muse_retain_scores_from_results(retain_results[1], retain_results[0], data,
+                                                     set_size=settings.set_size, max_length=length)
+        elif retain_model is not None:
+            length = _max_length(retain_model[0], length)  # both models score the same tokens
+            retain = muse_retain_scores(*retain_model, data, set_size=settings.set_size,
+                                        batch_size=settings.batch_size, gradnorm=settings.gradnorm,
+                                        max_length=length)
         return evaluate_muse(model, tokenizer, data, set_size=settings.set_size, batch_size=settings.batch_size,
                              verbmem_max_new_tokens=verbmem_max_new_tokens,
-                             knowmem_max_new_tokens=knowmem_max_new_tokens)
+                             knowmem_max_new_tokens=knowmem_max_new_tokens, gradnorm=settings.gradnorm,
+                             privleak_max_length=length, retain_privacy=retain)
 
     info = {**data.info(), "verbmem_max_new_tokens": verbmem_max_new_tokens,
-            "knowmem_max_new_tokens": knowmem_max_new_tokens}
-    return LoadedBenchmark([], info, list(data.files), evaluator=evaluator)
+            "knowmem_max_new_tokens": knowmem_max_new_tokens, "privleak_max_length": privleak_max_length}
+    return LoadedBenchmark([], info, list(data.files), evaluator=evaluator, retain_privacy=True)

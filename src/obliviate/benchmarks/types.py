@@ -73,4 +73,7 @@ class LoadedBenchmark:
     # Benchmarks with their own measures (MUSE, WMDP): evaluator(model, tokenizer, settings) -> the record's
     # sections ("sets", "aggregates" and any of their own); None for the question-answer suite.
     evaluator: Callable[..., dict] | None = None
+    # True when the evaluator takes a retain model's reference (MUSE's privacy leakage): retain_results=(path,
+    # record) or retain_model=(model, tokenizer) keywords.
+    retain_privacy: bool = False
     aggregate: Aggregation | None = None  # the benchmark's own aggregates; None: TOFU's (evaluation/suite.py)

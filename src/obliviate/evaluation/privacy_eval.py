@@ -2,9 +2,11 @@
 a holdout set (non-members), their AUCs and the privacy leakage against the retain model (docs/metrics.md,
 Privacy; docs/results.md, ``privacy``).
 
-:func:`item_scores` runs a model over the items (per-token statistics, and one backward pass per item for
-GradNorm); :func:`privacy_section` turns per-item scores into AUCs and leakage — no model involved, so it is
-tested on hand-made scores. :func:`retain_scores_from_results` reads a retain model's scores back from its own
+:func:`sequence_scores` runs a model over scored token sequences (per-token statistics, and one backward pass
+per sequence for GradNorm); :func:`item_scores` hands it question-answer items (the answer is scored, the
+prompt is its context) and :func:`text_scores` raw texts (MUSE: the whole text is scored).
+:func:`privacy_section` turns per-item scores into AUCs and leakage — no model involved, so it is tested on
+hand-made scores. :func:`retain_scores_from_results` reads a retain model's scores back from its own
 ``results.json``.
 """
 
@@ -25,11 +27,17 @@ __all__ = [
     "item_scores",
     "privacy_section",
     "retain_scores_from_results",
+    "sequence_scores",
+    "text_pairs",
+    "text_scores",
     "unavailable_section",
 ]
 
 # The reference attack scores the retain model against itself as 0 for every item: AUC exactly 1/2.
 SELF_REFERENCE_AUC = 0.5
+
+# Fields that name an item rather than score it (a question; a text's start and hash).
+_NAMES = ("question", "text", "sha256")
 
 
 @dataclass
@@ -53,30 +61,79 @@ def _pairs(formatter: PromptFormatter, records: Sequence[QARecord]) -> list[tupl
     return pairs
 
 
-def item_scores(model, formatter: PromptFormatter, records: Sequence[QARecord], *, batch_size: int = 16,
-                gradnorm: bool = True, stats: Sequence[TokenStats] | None = None,
-                reference: Sequence[Mapping[str, float | None]] | None = None,
-                k: float = P.MIN_K_FRACTION) -> list[dict[str, float | None]]:
-    """Every attack's score for each record's answer (``r.answer``: the text the model was trained on).
+def sequence_scores(model, pairs: Sequence[tuple[list[int], list[int]]], texts: Sequence[str], *,
+                    pad_token_id: int, batch_size: int = 16, gradnorm: bool = True,
+                    stats: Sequence[TokenStats] | None = None,
+                    reference: Sequence[Mapping[str, float | None]] | None = None,
+                    k: float = P.MIN_K_FRACTION) -> list[dict[str, float | None]]:
+    """Every attack's score for each ``(context_ids, scored_ids)`` pair: the scored ids' token statistics given
+    the context, ``texts[i]`` the scored text (ZLib compresses it).
 
-    ``stats`` may pass token statistics already computed for the same answers; ``reference`` the retain
-    model's scores of the same items (its ``loss`` is the reference attack's baseline).
+    ``stats`` may pass token statistics already computed for the same pairs; ``reference`` the retain model's
+    scores of the same items (its ``loss`` is the reference attack's baseline).
     """
     # Deferred: imports transformers and peft, which this module otherwise avoids.
     from obliviate.likelihood import answer_gradient_norms, answer_token_stats
 
-    pairs = _pairs(formatter, records)
     if stats is None:
-        stats = answer_token_stats(model, pairs, pad_token_id=formatter.tokenizer.pad_token_id,
-                                   batch_size=batch_size)
+        stats = answer_token_stats(model, pairs, pad_token_id=pad_token_id, batch_size=batch_size)
     norms = answer_gradient_norms(model, pairs) if gradnorm else [None] * len(pairs)
     out = []
-    for i, (r, s, norm) in enumerate(zip(records, stats, norms)):
-        scores = P.attack_scores(s, r.answer, k=k, grad_norm=norm)
+    for i, (text, s, norm) in enumerate(zip(texts, stats, norms)):
+        scores = P.attack_scores(s, text, k=k, grad_norm=norm)
         ref_loss = reference[i].get("loss") if reference is not None else None
         scores["reference"] = scores["loss"] - ref_loss if ref_loss is not None else None
         out.append(scores)
     return out
+
+
+def item_scores(model, formatter: PromptFormatter, records: Sequence[QARecord], *, batch_size: int = 16,
+                gradnorm: bool = True, stats: Sequence[TokenStats] | None = None,
+                reference: Sequence[Mapping[str, float | None]] | None = None,
+                k: float = P.MIN_K_FRACTION) -> list[dict[str, float | None]]:
+    """Every attack's score for each record's answer (``r.answer``: the text the model was trained on), the
+    formatted question its context.
+
+    ``stats`` may pass token statistics already computed for the same answers; ``reference`` the retain
+    model's scores of the same items (its ``loss`` is the reference attack's baseline).
+    """
+    return sequence_scores(model, _pairs(formatter, records), [r.answer for r in records],
+                           pad_token_id=formatter.tokenizer.pad_token_id, batch_size=batch_size, gradnorm=gradnorm,
+                           stats=stats, reference=reference, k=k)
+
+
+def text_pairs(tokenizer, texts: Sequence[str], *, max_length: int) -> tuple[list[tuple[list[int], list[int]]],
+                                                                           list[str]]:
+    """Each raw text as a ``(context_ids, scored_ids)`` pair, and the text that is scored.
+
+    The text is tokenised as the model reads it (``add_special_tokens=True``) and cut to its first
+    ``max_length`` ids; the first id is the context and every later one is scored — with a tokenizer that adds
+    a BOS token every token of the text is scored, as in MUSE's evaluation (``logits[:-1]`` against
+    ``input_ids[1:]``). The scored text is the text itself, or the decoded kept ids when it was cut (ZLib
+    compresses what was scored). A text of fewer than two ids has nothing to score: ValueError naming it.
+    """
+    if max_length < 2:
+        raise ValueError(f"max_length must be at least 2 (one context token, one scored token), got {max_length}")
+    pairs, scored = [], []
+    for i, text in enumerate(texts):
+        ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+        if len(ids) < 2:
+            raise ValueError(f"text {i} ({text[:40]!r}) is a single token: there is nothing to score after its "
+                             f"first token")
+        kept = ids[:max_length]
+        pairs.append((kept[:1], kept[1:]))
+        scored.append(text if len(kept) == len(ids) else tokenizer.decode(kept, skip_special_tokens=True))
+    return pairs, scored
+
+
+def text_scores(model, tokenizer, texts: Sequence[str], *, max_length: int, batch_size: int = 16,
+                gradnorm: bool = True, reference: Sequence[Mapping[str, float | None]] | None = None,
+                k: float = P.MIN_K_FRACTION) -> list[dict[str, float | None]]:
+    """Every attack's score for each raw text (:func:`text_pairs`: the whole text, cut to ``max_length`` ids)."""
+    pairs, scored = text_pairs(tokenizer, texts, max_length=max_length)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return sequence_scores(model, pairs, scored, pad_token_id=pad if pad is not None else 0, batch_size=batch_size,
+                           gradnorm=gradnorm, reference=reference, k=k)
 
 
 def unavailable_section(reason: str, **info: Any) -> dict:
@@ -101,15 +158,29 @@ def attack_column(scores: Sequence[Mapping[str, float | None]], attack: str) -> 
 
 
 def privacy_section(forget: Sequence[Mapping[str, float | None]], holdout: Sequence[Mapping[str, float | None]], *,
-                    forget_questions: Sequence[str], holdout_questions: Sequence[str], holdout_info: Mapping[str, Any],
-                    retain: RetainScores | None, gradnorm_reason: str | None = None,
-                    k: float = P.MIN_K_FRACTION) -> dict:
+                    forget_questions: Sequence[str] | None = None, holdout_questions: Sequence[str] | None = None,
+                    holdout_info: Mapping[str, Any], retain: RetainScores | None,
+                    gradnorm_reason: str | None = None, k: float = P.MIN_K_FRACTION,
+                    forget_ids: Sequence[Mapping[str, Any]] | None = None,
+                    holdout_ids: Sequence[Mapping[str, Any]] | None = None,
+                    members: str = "forget", nonmembers: str = "holdout",
+                    info: Mapping[str, Any] | None = None) -> dict:
     """AUC and privacy leakage of every attack from per-item scores (higher = more member-like).
 
     ``retain`` holds the retain model's scores of the same items (None or with a ``reason`` when there is no
     retain model): its AUC is each AUC's reference and the base of the privacy leakage. An attack whose
     scores are missing (GradNorm switched off, no reference model) is unavailable, with the reason.
+
+    Each item is named by its question (``forget_questions``, ``holdout_questions``) or, for items that are
+    not questions (MUSE's texts), by the fields in ``forget_ids``/``holdout_ids``; ``members``/``nonmembers``
+    name the two sets and ``info`` adds what else the section records (how the items were scored).
     """
+    if forget_ids is None:
+        forget_ids = [{"question": q} for q in forget_questions or ()]
+    if holdout_ids is None:
+        holdout_ids = [{"question": q} for q in holdout_questions or ()]
+    if len(forget_ids) != len(forget) or len(holdout_ids) != len(holdout):
+        raise ValueError("one name (question or identifying fields) per scored item is needed")
     retain_ok = retain is not None and retain.forget is not None and retain.holdout is not None
     no_retain = (retain.reason if retain is not None and retain.reason else
                  "no retain model: pass --retain-model or --retain-results")
@@ -147,15 +218,16 @@ def privacy_section(forget: Sequence[Mapping[str, float | None]], holdout: Seque
     metrics["privacy_leakage"] = headline
     section: dict[str, Any] = {
         "available": True,
-        "members": "forget",
-        "nonmembers": "holdout",
+        "members": members,
+        "nonmembers": nonmembers,
         "holdout": dict(holdout_info),
         "min_k_fraction": k,
+        **dict(info or {}),
         "retain_source": retain.source if retain_ok else None,
         "metrics": metrics,
         "items": {
-            "forget": [{"question": q, **s} for q, s in zip(forget_questions, forget)],
-            "holdout": [{"question": q, **s} for q, s in zip(holdout_questions, holdout)],
+            "forget": [{**dict(n), **s} for n, s in zip(forget_ids, forget)],
+            "holdout": [{**dict(n), **s} for n, s in zip(holdout_ids, holdout)],
         },
     }
     if retain_ok:
@@ -165,12 +237,14 @@ def privacy_section(forget: Sequence[Mapping[str, float | None]], holdout: Seque
 
 
 def retain_scores_from_results(data: Mapping[str, Any], path: str, forget_questions: Sequence[str],
-                               holdout_questions: Sequence[str]) -> RetainScores:
+                               holdout_questions: Sequence[str], *, key: str = "question",
+                               noun: str = "questions") -> RetainScores:
     """The retain model's attack scores of these questions from its results record (``data``, read from ``path``).
 
     A record without a usable ``privacy`` section (written before privacy was evaluated, or without a holdout
     set) gives no scores and says why; scores for other questions are a :class:`DataError`, as for Forget
-    Quality (evaluate the retain model on the same split and set size).
+    Quality (evaluate the retain model on the same split and set size). Items are matched on their ``key``
+    field (MUSE's texts: ``sha256``); ``noun`` names them in messages.
     """
     privacy = data.get("privacy")
     if not isinstance(privacy, Mapping) or not privacy.get("available"):
@@ -180,7 +254,7 @@ def retain_scores_from_results(data: Mapping[str, Any], path: str, forget_questi
                                                 "re-evaluate the retain model with a holdout set")
     items = privacy.get("items")
     try:
-        by_set = {name: {it["question"]: {k: v for k, v in it.items() if k != "question"} for it in items[name]}
+        by_set = {name: {it[key]: {k: v for k, v in it.items() if k not in (key, *_NAMES)} for it in items[name]}
                   for name in ("forget", "holdout")}
     except (KeyError, TypeError):
         raise DataError("has no per-item attack scores", path=path, field="privacy.items") from None
@@ -188,7 +262,7 @@ def retain_scores_from_results(data: Mapping[str, Any], path: str, forget_questi
     for name, questions in (("forget", forget_questions), ("holdout", holdout_questions)):
         missing = [q for q in questions if q not in by_set[name]]
         if missing:
-            raise DataError(f"lacks attack scores for {len(missing)} of the evaluated {name} questions (first: "
+            raise DataError(f"lacks attack scores for {len(missing)} of the evaluated {name} {noun} (first: "
                             f"{missing[0][:60]!r}); evaluate the retain model on the same sets and set size",
                             path=path, field=f"privacy.items.{name}")
         out.append([by_set[name][q] for q in questions])

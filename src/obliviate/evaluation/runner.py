@@ -227,11 +227,23 @@ def _evaluate(model_spec: str, loaded: LoadedBenchmark, out_path: Path, *, setti
               model, tokenizer, model_path: str | Path | None) -> dict:
     settings.real_world = settings.real_world or bool(loaded.info.get("real_world"))
     torch.manual_seed(seed)
+    retain_record = None
+    if loaded.evaluator is not None and loaded.retain_privacy and retain_results is not None:
+        retain_record = _read_retain_results(retain_results)  # a missing or broken file stops before any model
     if model is None:
         model, tokenizer = load_model(str(model_path or model_spec), dtype=dtype)
     check_finite_model(model, model_spec)
     if loaded.evaluator is not None:
-        body = loaded.evaluator(model, tokenizer, settings)
+        retain = {}
+        if retain_record is not None:
+            retain["retain_results"] = (str(retain_record[0]), retain_record[1])
+        elif loaded.retain_privacy and retain_model is not None:
+            r_model, r_tok = load_model(retain_model, dtype=dtype)
+            check_finite_model(r_model, retain_model)
+            retain["retain_model"] = (r_model, r_tok)
+            del r_model, r_tok
+        body = loaded.evaluator(model, tokenizer, settings, **retain)
+        retain.clear()  # the retain model's memory goes back before the record is written
         # MUSE and lm-eval (WMDP) give the model their own plain-text prompts: no chat template, no system turn.
         prompt_format = {"template": None, "system_prompt": None, "template_default_system_prompt": None,
                          "example": None, "note": f"{loaded.info.get('name')}'s own plain-text prompts"}
