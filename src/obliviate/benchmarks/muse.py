@@ -362,11 +362,17 @@ def _max_length(model, max_length: int) -> int:
     return min(max_length, positions) if isinstance(positions, int) and positions > 0 else max_length
 
 
-def _scores(model, tokenizer, texts: Sequence[str], split: str, **kw) -> list[dict]:
-    try:
-        return privacy_eval.text_scores(model, tokenizer, texts, **kw)
-    except ValueError as err:  # a text with nothing to score after its first token
-        raise DataError(str(err), field=f"privleak/{split}") from None
+def _privleak_origin(data: MuseData, split: str) -> str:
+    return next((str(p) for p in data.files if p.parent.name == "privleak" and p.stem == split),
+                f"{data.source} privleak/{split}")
+
+
+def _scores(model, tokenizer, data: MuseData, texts: Sequence[str], split: str, **kw) -> list[dict]:
+    for i, text in enumerate(texts):
+        if len(tokenizer(text, add_special_tokens=True)["input_ids"]) < 2:
+            raise DataError(f"the text {text[:40]!r} is a single token: nothing to score after its first token",
+                            path=_privleak_origin(data, split), field=f"element {i}")
+    return privacy_eval.text_scores(model, tokenizer, texts, **kw)
 
 
 def muse_retain_scores(model, tokenizer, data: MuseData, *, set_size: int | None = None, batch_size: int = 16,
@@ -378,8 +384,9 @@ def muse_retain_scores(model, tokenizer, data: MuseData, *, set_size: int | None
         return privacy_eval.RetainScores(None, None, reason=f"{data.source} has no privleak/forget and "
                                                             "privleak/holdout splits")
     kw = {"max_length": _max_length(model, max_length), "batch_size": batch_size, "gradnorm": gradnorm}
-    return privacy_eval.RetainScores(_scores(model, tokenizer, texts[0], "forget", **kw),
-                                     _scores(model, tokenizer, texts[1], "holdout", **kw), source="retain model")
+    return privacy_eval.RetainScores(_scores(model, tokenizer, data, texts[0], "forget", **kw),
+                                     _scores(model, tokenizer, data, texts[1], "holdout", **kw),
+                                     source="retain model")
 
 
 def muse_retain_scores_from_results(results: Mapping[str, Any], path: str, data: MuseData, *,
@@ -453,12 +460,13 @@ def muse_privacy(model, tokenizer, data: MuseData, *, set_size: int | None = Non
     length = _max_length(model, max_length)
     have_retain = retain is not None and retain.forget is not None and retain.holdout is not None
     kw = {"max_length": length, "batch_size": batch_size, "gradnorm": gradnorm}
-    f = _scores(model, tokenizer, forget, "forget", reference=retain.forget if have_retain else None, **kw)
-    h = _scores(model, tokenizer, holdout, "holdout", reference=retain.holdout if have_retain else None, **kw)
+    f = _scores(model, tokenizer, data, forget, "forget", reference=retain.forget if have_retain else None, **kw)
+    h = _scores(model, tokenizer, data, holdout, "holdout", reference=retain.holdout if have_retain else None,
+                **kw)
     if retain is None:
         retain = privacy_eval.RetainScores(None, None, reason="no retain model: pass --retain-model, or "
                                                               "--retain-results with its MUSE results.json")
-    source = next((str(p) for p in data.files if p.parent.name == "privleak" and p.stem == "holdout"), data.source)
+    source = _privleak_origin(data, "holdout")
     return privacy_eval.privacy_section(
         f, h, forget_ids=_text_ids(forget), holdout_ids=_text_ids(holdout), members="privleak/forget",
         nonmembers="privleak/holdout", retain=retain, k=MIN_K_FRACTION,
@@ -503,6 +511,11 @@ def muse_benchmark(source: str | Path | None = None, *, verbmem_max_new_tokens: 
                              knowmem_max_new_tokens=knowmem_max_new_tokens, gradnorm=settings.gradnorm,
                              privleak_max_length=length, retain_privacy=retain)
 
+    def check_retain_results(path: str, record: Mapping, settings) -> None:
+        # Benchmark and texts; the cut (max_length) depends on the model and is checked by the evaluator.
+        muse_retain_scores_from_results(record, path, data, set_size=settings.set_size)
+
     info = {**data.info(), "verbmem_max_new_tokens": verbmem_max_new_tokens,
             "knowmem_max_new_tokens": knowmem_max_new_tokens, "privleak_max_length": privleak_max_length}
-    return LoadedBenchmark([], info, list(data.files), evaluator=evaluator, retain_privacy=True)
+    return LoadedBenchmark([], info, list(data.files), evaluator=evaluator,
+                           check_retain_results=check_retain_results)

@@ -73,7 +73,8 @@ class LoadedBenchmark:
     # Benchmarks with their own measures (MUSE, WMDP): evaluator(model, tokenizer, settings) -> the record's
     # sections ("sets", "aggregates" and any of their own); None for the question-answer suite.
     evaluator: Callable[..., dict] | None = None
-    # True when the evaluator takes a retain model's reference (MUSE's privacy leakage): retain_results=(path,
-    # record) or retain_model=(model, tokenizer) keywords.
-    retain_privacy: bool = False
+    # For an evaluator that takes a retain model's reference (MUSE's privacy leakage) as retain_results=(path,
+    # record) or retain_model=(model, tokenizer): checks a retain results record (path, record, settings) before
+    # any model is loaded, raising DataError when it cannot serve. None: the evaluator takes no reference.
+    check_retain_results: Callable[[str, Mapping, Any], None] | None = None
     aggregate: Aggregation | None = None  # the benchmark's own aggregates; None: TOFU's (evaluation/suite.py)

@@ -156,6 +156,17 @@ def _read_retain_results(path: str | Path) -> tuple[Path, dict]:
     return path, read_json_object(path, strict=True, missing="retain results not found")
 
 
+def checked_retain_results(loaded: LoadedBenchmark, path: str | Path | None,
+                           settings: EvalSettings) -> tuple[Path, dict] | None:
+    """A retain model's results (file, record) for a benchmark whose own evaluator takes them (MUSE's privacy
+    leakage), checked by the benchmark; None when it takes none or no file is given."""
+    if loaded.check_retain_results is None or path is None:
+        return None
+    file, data = _read_retain_results(path)
+    loaded.check_retain_results(str(file), data, settings)
+    return file, data
+
+
 def retain_reference_from_results(path: str | Path, forget_questions: list[str], holdout: Holdout | None,
                                   settings: EvalSettings) -> RetainReference:
     """What a retain model's ``results.json`` offers another evaluation: forget-set truth-ratio values,
@@ -227,9 +238,8 @@ def _evaluate(model_spec: str, loaded: LoadedBenchmark, out_path: Path, *, setti
               model, tokenizer, model_path: str | Path | None) -> dict:
     settings.real_world = settings.real_world or bool(loaded.info.get("real_world"))
     torch.manual_seed(seed)
-    retain_record = None
-    if loaded.evaluator is not None and loaded.retain_privacy and retain_results is not None:
-        retain_record = _read_retain_results(retain_results)  # a missing or broken file stops before any model
+    # A missing file, or results that cannot be the reference, stop the evaluation before any model loads.
+    retain_record = checked_retain_results(loaded, retain_results, settings)
     if model is None:
         model, tokenizer = load_model(str(model_path or model_spec), dtype=dtype)
     check_finite_model(model, model_spec)
@@ -237,7 +247,7 @@ def _evaluate(model_spec: str, loaded: LoadedBenchmark, out_path: Path, *, setti
         retain = {}
         if retain_record is not None:
             retain["retain_results"] = (str(retain_record[0]), retain_record[1])
-        elif loaded.retain_privacy and retain_model is not None:
+        elif loaded.check_retain_results is not None and retain_model is not None:
             r_model, r_tok = load_model(retain_model, dtype=dtype)
             check_finite_model(r_model, retain_model)
             retain["retain_model"] = (r_model, r_tok)

@@ -45,7 +45,12 @@ from obliviate.data.refusals import load_refusals
 from obliviate.data.texts import detect_format, load_set, record_key
 from obliviate.data.records import QARecord, TextRecord
 from obliviate.errors import ConfigError, DataError, ObliviateError
-from obliviate.evaluation.runner import evaluate, load_benchmark, retain_reference_from_results
+from obliviate.evaluation.runner import (
+    checked_retain_results,
+    evaluate,
+    load_benchmark,
+    retain_reference_from_results,
+)
 from obliviate.evaluation.suite import EvalSettings, Scorers
 from obliviate.files import read_json_object, write_json_atomic, write_text_atomic
 from obliviate.models import (
@@ -554,6 +559,9 @@ def _evaluation_inputs(cfg: UnlearnConfig, benchmark):
         # Its truth-ratio values and, with a holdout set, its attack scores of the same questions.
         retain_reference_from_results(e.retain_results, [r.question for r in forget.records[: e.set_size or None]],
                                       loaded.holdout, eval_settings(cfg))
+    elif e.retain_results:
+        # MUSE: the retain model's results over the same privleak texts (its privacy leakage's reference).
+        checked_retain_results(loaded, e.retain_results, eval_settings(cfg))
     if e.retain_model:
         resolve_model(e.retain_model)
     return loaded
