@@ -148,7 +148,8 @@ def measure(ctx: ProbeContext, model, tokenizer, sets: Sequence | None = None) -
         if sets is not None:
             raise ObliviateError(f"this probe needs question-answer sets; the {ctx.loaded.info.get('name')} "
                                  f"benchmark measures with its own sets")
-        body = ctx.loaded.evaluator(model, tokenizer, ctx.settings)
+        # The probes compare the benchmark's own measures; its privacy attacks would be computed and dropped.
+        body = ctx.loaded.evaluator(model, tokenizer, replace(ctx.settings, privacy=False))
     else:
         body = evaluate_model(model, ctx.formatter(tokenizer), list(sets), scorers=_scorers(ctx),
                               settings=ctx.settings)

@@ -294,12 +294,13 @@ def _limit(rows: list, set_size: int | None) -> list:
 def evaluate_muse(model, tokenizer, data: MuseData, *, set_size: int | None = None, batch_size: int = 16,
                   verbmem_max_new_tokens: int = VERBMEM_MAX_NEW_TOKENS,
                   knowmem_max_new_tokens: int = KNOWMEM_MAX_NEW_TOKENS, gradnorm: bool = True,
-                  privleak_max_length: int = PRIVLEAK_MAX_LENGTH,
+                  privacy: bool = True, privleak_max_length: int = PRIVLEAK_MAX_LENGTH,
                   retain_privacy: privacy_eval.RetainScores | None = None) -> dict:
     """The ``sets``, ``aggregates`` and ``privacy`` sections of a MUSE results record for one model.
 
     ``set_size`` keeps the first N rows of each set (quick runs; not comparable with published numbers).
-    ``retain_privacy``: the retain model's attack scores of the same privleak texts (the privacy leakage's
+    ``privacy=False`` leaves the privacy attacks out (the section says so), for measurements that do not report
+    them (the robustness probes). ``retain_privacy``: the retain model's attack scores of the same privleak texts (the privacy leakage's
     reference; :func:`muse_retain_scores`, :func:`muse_retain_scores_from_results`).
     """
     sets: dict[str, dict] = {}
@@ -339,6 +340,9 @@ def evaluate_muse(model, tokenizer, data: MuseData, *, set_size: int | None = No
     for name, reason in data.missing.items():
         aggregates.setdefault(name, {"value": None, "higher_is_better": name == "knowmem_retain",
                                      "available": False, "reason": reason})
+    if not privacy:
+        return {"sets": sets, "aggregates": aggregates,
+                "privacy": privacy_eval.unavailable_section("privacy attacks not run for this measurement")}
     return {"sets": sets, "aggregates": aggregates,
             "privacy": muse_privacy(model, tokenizer, data, set_size=set_size, batch_size=batch_size,
                                     gradnorm=gradnorm, max_length=privleak_max_length, retain=retain_privacy)}
@@ -509,7 +513,8 @@ def muse_benchmark(source: str | Path | None = None, *, verbmem_max_new_tokens: 
         return evaluate_muse(model, tokenizer, data, set_size=settings.set_size, batch_size=settings.batch_size,
                              verbmem_max_new_tokens=verbmem_max_new_tokens,
                              knowmem_max_new_tokens=knowmem_max_new_tokens, gradnorm=settings.gradnorm,
-                             privleak_max_length=length, retain_privacy=retain)
+                             privacy=settings.privacy, privleak_max_length=length,
+                             retain_privacy=retain)
 
     def check_retain_results(path: str, record: Mapping, settings) -> None:
         # Benchmark and texts; the cut (max_length) depends on the model and is checked by the evaluator.

@@ -60,6 +60,7 @@ class EvalSettings:
     bootstrap: int = boot.DEFAULT_RESAMPLES   # resamples per confidence interval; 0 = no intervals
     confidence_level: float = boot.DEFAULT_LEVEL
     gradnorm: bool = True              # the GradNorm attack (one backward pass per forget and holdout item)
+    privacy: bool = True               # a benchmark's own privacy attacks (MUSE); the probes measure without them
 
     def __post_init__(self):
         # A negative set_size would slice rows off the end and 0 would mean "all": neither is what was asked.
