@@ -146,3 +146,35 @@ def test_an_unlearning_run_uses_the_retain_model_its_config_names(models, tmp_pa
     leak = privacy["metrics"]["privacy_leakage"]
     assert leak["value"] == privacy_leakage(privacy["metrics"]["auc_min_k"]["value"],
                                             privacy["metrics"]["auc_min_k"]["reference"])
+
+
+def test_muse_values_get_bootstrap_intervals(models, tmp_path) -> None:
+    """MUSE's per-set ROUGE-L F1 and its privacy AUCs and leakage carry intervals like TOFU's; the identity
+    resample gives each set's value back, and --bootstrap 0 turns them off."""
+    import numpy as np
+
+    from obliviate.evaluation.bootstrap import set_metric_samples
+
+    _, other, retain_results = models
+    out = tmp_path / "results.json"
+    assert _eval(other, out, "--retain-results", str(retain_results)) == 0
+    results = json.loads(out.read_text())
+    assert results["settings"]["bootstrap"] == 1000
+    assert set(results["sets"]) >= {"verbmem_forget", "knowmem_forget", "knowmem_retain"}
+    for name, s in results["sets"].items():
+        entry = s["metrics"]["rouge_l_f1"]
+        low, high = entry["ci"]
+        assert low <= entry["value"] <= high, name
+        identity = np.arange(len(s["items"]))[None, :]
+        assert set_metric_samples(s, identity)["rouge_l_f1"][0] == pytest.approx(entry["value"], rel=1e-12)
+    metrics = results["privacy"]["metrics"]
+    for attack in ("loss", "zlib", "min_k", "min_k_plus_plus"):
+        low, high = metrics[f"auc_{attack}"]["ci"]
+        assert 0.0 <= low <= metrics[f"auc_{attack}"]["value"] <= high <= 1.0, attack
+    leak = metrics["privacy_leakage"]
+    assert leak["value"] is not None and leak["ci"][0] <= leak["value"] <= leak["ci"][1]
+    plain = tmp_path / "plain.json"
+    assert _eval(other, plain, "--retain-results", str(retain_results), "--bootstrap", "0") == 0
+    record = json.loads(plain.read_text())
+    assert all("ci" not in s["metrics"]["rouge_l_f1"] for s in record["sets"].values())
+    assert "ci" not in record["privacy"]["metrics"]["auc_min_k"]

@@ -232,6 +232,14 @@ for _spec in (
         True,
         item_field="entailment", group="six", short="ES", title="Entailment score",
     ),
+    MetricSpec(
+        "rouge_l_f1",
+        "ROUGE-L F1 of the model's continuation or answer against the reference (MUSE's verbatim and knowledge "
+        "memorisation; benchmarks/muse.py)",
+        False,
+        True,
+        item_field="rouge_l_f1", short="ROUGE-L F1", title="ROUGE-L F1",
+    ),
 ):
     register_metric(_spec)
 

@@ -31,6 +31,7 @@ from obliviate.errors import DataError, ObliviateError
 from obliviate.files import read_json_object, remove_stale_temps, write_json_atomic
 from obliviate.models import load_model
 from obliviate.outputs import OutputLock, check_output_file, environment
+from obliviate.evaluation import bootstrap as boot
 from obliviate.evaluation.privacy_eval import retain_scores_from_results
 from obliviate.evaluation.suite import (
     EvalSettings,
@@ -254,6 +255,9 @@ def _evaluate(model_spec: str, loaded: LoadedBenchmark, out_path: Path, *, setti
             del r_model, r_tok
         body = loaded.evaluator(model, tokenizer, settings, **retain)
         retain.clear()  # the retain model's memory goes back before the record is written
+        # Intervals as for the question-answer benchmarks: every per-set metric the registry can recompute from
+        # its items (MUSE's ROUGE-L F1) and every AUC and leakage of the privacy section.
+        boot.add_intervals(body, resamples=settings.bootstrap, seed=seed, level=settings.confidence_level)
         # MUSE and lm-eval (WMDP) give the model their own plain-text prompts: no chat template, no system turn.
         prompt_format = {"template": None, "system_prompt": None, "template_default_system_prompt": None,
                          "example": None, "note": f"{loaded.info.get('name')}'s own plain-text prompts"}
