@@ -148,6 +148,15 @@ def test_wmdp_accuracy_through_lm_eval(tiny_model_dir, tmp_path):
         assert entry["kind"] == ("forget" if forget else "utility")
         assert acc["higher_is_better"] is (not forget)
         assert acc.get("target") == (0.25 if forget else None)
+        # Each question's accuracy (0 or 1) is kept, in document order, and the bootstrap interval is drawn from
+        # them: the identity resample gives the accuracy back.
+        items = entry["items"]
+        assert len(items) == size and all(it["accuracy"] in (0.0, 1.0) for it in items)
+        assert sum(it["accuracy"] for it in items) / size == pytest.approx(acc["value"], rel=1e-12)
+        assert all(isinstance(it["question"], str) and it["question"] for it in items)
+        low, high = acc["ci"]
+        assert 0.0 <= low <= acc["value"] <= high <= 1.0
+    assert "sample_scores" not in results["wmdp"]
     write_report([out], tmp_path / "r.html", markdown_out=tmp_path / "r.md")
     assert "Acc" in (tmp_path / "r.md").read_text()
 

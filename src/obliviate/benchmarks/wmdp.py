@@ -35,8 +35,33 @@ def is_forget_task(name: str) -> bool:
     return name.startswith("wmdp")
 
 
+def _leaves(record: dict, name: str) -> list[str]:
+    """The tasks under ``name`` that score documents themselves (``name`` itself when it is not a group)."""
+    subtasks = record["tasks"].get(name, {}).get("subtasks") or []
+    return [leaf for kid in subtasks for leaf in _leaves(record, kid)] if subtasks else [name]
+
+
+def _items(record: dict, name: str, value: float | None) -> list[dict] | None:
+    """Each scored document's accuracy (0 or 1) under task or group ``name``, when lm-eval logged them and their
+    mean is the reported accuracy (a group that averages its tasks' accuracies unweighted gets none)."""
+    scores = record.get("sample_scores") or {}
+    leaves = _leaves(record, name)
+    if value is None or not all(leaf in scores for leaf in leaves):
+        return None
+    rows = [row for leaf in leaves for row in scores[leaf]]
+    if not rows or abs(sum(row["value"] for row in rows) / len(rows) - value) > 1e-9:
+        return None
+    return [{"question": row["question"], "accuracy": row["value"]} for row in rows]
+
+
 def wmdp_sections(record: dict) -> dict:
-    """The ``sets`` / ``aggregates`` / ``wmdp`` sections of a results record from an lm-eval record."""
+    """The ``sets`` / ``aggregates`` / ``wmdp`` sections of a results record from an lm-eval record.
+
+    With the record's ``sample_scores`` (per-document accuracies), each set also holds its ``items``, from which
+    the evaluation's bootstrap gives the accuracy its confidence interval; they are not kept in the ``wmdp``
+    copy of the record.
+    """
+    record = dict(record)
     sets: dict[str, dict] = {}
     for name in record["top_level"]:
         task = record["tasks"][name]
@@ -51,6 +76,10 @@ def wmdp_sections(record: dict) -> dict:
             entry["target"] = CHANCE
         sets[name] = {"size": task.get("n_samples"), "rows_available": task.get("n_available"), "kind": kind,
                       "metrics": {"accuracy": entry}}
+        items = _items(record, name, entry["value"])
+        if items is not None:
+            sets[name]["items"] = items
+    record.pop("sample_scores", None)
     return {"sets": sets, "aggregates": {}, "wmdp": record}
 
 
@@ -67,7 +96,7 @@ def wmdp_benchmark(tasks: Sequence[str] = (), *, include_path: str | Path | None
 
     def evaluator(model, tokenizer, settings) -> dict:
         record = run_general_ability(model, tokenizer, names, include_path=include_path, limit=limit,
-                                     batch_size=settings.batch_size)
+                                     batch_size=settings.batch_size, sample_metric="acc")
         return wmdp_sections(record)
 
     info = {"name": "wmdp", "tasks": names, "include_path": str(include_path) if include_path else None,

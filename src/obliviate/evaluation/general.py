@@ -169,7 +169,7 @@ def _check_arguments(tasks: Sequence[str], limit: int | None, batch_size: int, n
 
 def run_general_ability(model: Any, tokenizer: Any, tasks: Sequence[str], *, include_path: str | Path | None = None,
                         limit: int | None = None, batch_size: int = 8, num_fewshot: int | None = None,
-                        device: str | None = None) -> dict[str, Any]:
+                        device: str | None = None, sample_metric: str | None = None) -> dict[str, Any]:
     """Score an in-memory model on lm-eval tasks and return the compact record (docs/general_ability.md).
 
     Args:
@@ -183,6 +183,9 @@ def run_general_ability(model: Any, tokenizer: Any, tasks: Sequence[str], *, inc
         num_fewshot: few-shot examples per prompt; ``None`` keeps each task's own default (0 when it has
             none). A task whose config fixes 0 shots keeps 0.
         device: move the model to this device first (in place); ``None`` leaves it where it is.
+        sample_metric: also keep each scored document's value of this metric (e.g. ``"acc"``), per task in
+            document order with its question, under the record's ``sample_scores`` (for per-item confidence
+            intervals).
 
     lm-eval seeds Python's, NumPy's and torch's global random generators (its defaults) and puts the
     model in eval mode; the model's previous train/eval mode is restored afterwards.
@@ -204,7 +207,7 @@ def run_general_ability(model: Any, tokenizer: Any, tasks: Sequence[str], *, inc
         # the caller's object is not merged or modified.
         hflm = lm.HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
         raw = lm.simple_evaluate(model=hflm, tasks=names, task_manager=manager, limit=limit,
-                                 num_fewshot=num_fewshot, log_samples=False)
+                                 num_fewshot=num_fewshot, log_samples=sample_metric is not None)
     except OSError as exc:
         # Missing local data files, and hub datasets that cannot be downloaded (offline, gated, renamed):
         # datasets and huggingface_hub raise OSError subclasses for both.
@@ -220,8 +223,30 @@ def run_general_ability(model: Any, tokenizer: Any, tasks: Sequence[str], *, inc
         model.train(was_training)
     if raw is None:  # only in a non-zero rank of a multi-process launch, which this in-process call is not
         raise ObliviateError("lm-eval returned no results (was this started as a secondary process?)")
-    return summarize(raw, names, version=lm.version, limit=limit, num_fewshot=num_fewshot,
-                     batch_size=batch_size, include_path=include_path, model=model)
+    record = summarize(raw, names, version=lm.version, limit=limit, num_fewshot=num_fewshot,
+                       batch_size=batch_size, include_path=include_path, model=model)
+    if sample_metric is not None:
+        record["sample_scores"] = sample_scores(raw, sample_metric)
+    return record
+
+
+def sample_scores(raw: Mapping[str, Any], metric: str) -> dict[str, list[dict[str, Any]]]:
+    """Per task, each scored document's ``metric`` (``value``) and its ``question`` (the document's question
+    field, else ``"<task> #<doc_id>"``), in document order, from lm-eval's logged samples; tasks whose samples
+    lack the metric are left out."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for task, samples in (raw.get("samples") or {}).items():
+        rows = sorted(samples, key=lambda row: row.get("doc_id", 0))
+        values = [_number(row.get(metric)) for row in rows]
+        if not values or any(v is None for v in values):
+            continue
+        questions = []
+        for row in rows:
+            doc = row.get("doc")
+            text = doc.get("question") if isinstance(doc, Mapping) else None
+            questions.append(text if isinstance(text, str) else f"{task} #{row.get('doc_id')}")
+        out[task] = [{"question": q, "value": v} for q, v in zip(questions, values)]
+    return out
 
 
 def _number(value: Any) -> float | None:

@@ -240,6 +240,14 @@ for _spec in (
         True,
         item_field="rouge_l_f1", short="ROUGE-L F1", title="ROUGE-L F1",
     ),
+    MetricSpec(
+        "accuracy",
+        "multiple-choice accuracy, the share of questions whose right choice the model scores highest (WMDP and "
+        "MMLU through lm-eval; benchmarks/wmdp.py)",
+        False,
+        True,
+        item_field="accuracy", short="Acc", title="Accuracy",
+    ),
 ):
     register_metric(_spec)
 
