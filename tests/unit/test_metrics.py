@@ -42,7 +42,8 @@ class WhitespaceTokenizer:
 
 def test_registry_lists_every_metric():
     assert set(METRICS) == {"rouge_l", "rouge1", "probability", "truth_ratio", "truth_ratio_tofu", "token_entropy",
-                            "cosine_similarity", "entailment", "exact_memorization", "extraction_strength"}
+                            "cosine_similarity", "entailment", "exact_memorization", "extraction_strength",
+                            "rouge_l_f1", "accuracy"}
     assert all(spec.description for spec in METRICS.values())
 
 
