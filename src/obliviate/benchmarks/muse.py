@@ -340,12 +340,10 @@ def evaluate_muse(model, tokenizer, data: MuseData, *, set_size: int | None = No
     for name, reason in data.missing.items():
         aggregates.setdefault(name, {"value": None, "higher_is_better": name == "knowmem_retain",
                                      "available": False, "reason": reason})
-    if not privacy:
-        return {"sets": sets, "aggregates": aggregates,
-                "privacy": privacy_eval.unavailable_section("privacy attacks not run for this measurement")}
-    return {"sets": sets, "aggregates": aggregates,
-            "privacy": muse_privacy(model, tokenizer, data, set_size=set_size, batch_size=batch_size,
-                                    gradnorm=gradnorm, max_length=privleak_max_length, retain=retain_privacy)}
+    section = (muse_privacy(model, tokenizer, data, set_size=set_size, batch_size=batch_size, gradnorm=gradnorm,
+                            max_length=privleak_max_length, retain=retain_privacy) if privacy
+               else privacy_eval.unavailable_section("privacy attacks not run for this measurement"))
+    return {"sets": sets, "aggregates": aggregates, "privacy": section}
 
 
 def _text_ids(texts: Sequence[str]) -> list[dict[str, str]]:
