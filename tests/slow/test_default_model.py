@@ -16,15 +16,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from obliviate import models
 from obliviate.models import ALIASES, DEFAULT_MODEL, ensure_default_model, list_models, load_model
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("only_when_selected")]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def only_when_selected(request: pytest.FixtureRequest) -> None:
-    """Keep the plain ``pytest`` run fast: these tests run only when asked for with ``-m slow``."""
-    expr = request.config.getoption("markexpr") or ""
-    if "slow" not in expr or "not slow" in expr:
-        pytest.skip("needs the real default model; run with -m slow")
 
 PROMPTS = [
     "What is the full name of the author born in Kuwait City on 08/09/1956?",

@@ -15,14 +15,8 @@ from obliviate.benchmarks.synthetic import generate_benchmark
 from obliviate.cli import main
 from obliviate.models import ensure_default_model
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("only_when_selected")]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def only_when_selected(request: pytest.FixtureRequest) -> None:
-    expr = request.config.getoption("markexpr") or ""
-    if "slow" not in expr or "not slow" in expr:
-        pytest.skip("needs the real default model; run with -m slow")
 
 
 def test_default_model_privacy_section(tmp_path) -> None:
