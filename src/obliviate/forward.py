@@ -4,7 +4,8 @@ Two independent choices, both exact (they change float rounding only):
 
 - **Layout.** *Packed*: sequences are laid end to end in rows, each with its own position ids (0, 1, …) and
   block-diagonal causal attention, so no padding token is computed (transformers builds the block-diagonal mask
-  from restarting position ids when no 2-D attention mask is given). *Padded*: one sequence per row,
+  from restarting position ids when no 2-D attention mask is given; with ``sdpa`` attention each sequence then
+  attends on its own, without computing the masked-out blocks: :mod:`obliviate.attention`). *Padded*: one sequence per row,
   right-padded to the longest, with an attention mask.
 - **Output.** *Chunked* (default): the model runs with its output layer applied to one position per row only
   (``logits_to_keep=1``), the final hidden states are taken from its decoder by a forward hook, and the
@@ -22,12 +23,13 @@ from __future__ import annotations
 import logging
 import weakref
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from obliviate.attention import forward_attention, packed_attention
 from obliviate.models import inference, is_peft_model
 from obliviate.objectives import DEFAULT_CHUNK_SIZE, HeadLogits, OutputHead
 from obliviate.objectives.types import IGNORE_INDEX
@@ -35,8 +37,8 @@ from obliviate.objectives.types import IGNORE_INDEX
 log = logging.getLogger(__name__)
 
 #: Longest packed row, in tokens. Sequences are packed first-fit (longest first) into rows of at most this
-#: length (a longer sequence gets a row of its own); attention costs grow with the square of a row's length,
-#: so rows stay short enough that dropping the padding is not paid back in attention.
+#: length (a longer sequence gets a row of its own); attention other than ``sdpa`` (eager, for one) computes the
+#: whole row's square, so rows stay short enough that dropping the padding is not paid back in attention.
 DEFAULT_PACK_LENGTH = 1024
 
 
@@ -216,7 +218,8 @@ def inspect_model(model: nn.Module, *, reference: bool = False) -> ModelForward:
         try:
             ids = torch.cat([first, second], dim=1)
             positions = torch.cat([torch.arange(6), torch.arange(5)]).unsqueeze(0).to(param.device)
-            packed = model(input_ids=ids, position_ids=positions, use_cache=False).logits
+            with packed_attention(model):
+                packed = model(input_ids=ids, position_ids=positions, use_cache=False).logits
             if not (_close(packed[:, :6], alone[0], tol) and _close(packed[:, 6:], alone[1], tol)):
                 pack_problem = "its attention does not keep packed sequences apart"
         except (TypeError, ValueError, RuntimeError) as exc:
@@ -333,8 +336,9 @@ def forward_parts(model: nn.Module, inputs: Mapping[str, Mapping[str, Tensor]], 
     layers = tuple(layers)
     if layers and hidden_out is None:
         raise ValueError("layers given without hidden_out to collect them into")
+    attention = forward_attention(model) if layout.position_ids is not None else nullcontext()
     if split is None:
-        with capture_layers(model, layers) as blocks:
+        with capture_layers(model, layers) as blocks, attention:
             logits = model(**kwargs).logits
         _collect(blocks, layout, inputs, parts, hidden_out)
         flat = logits.reshape(-1, logits.shape[-1])
@@ -343,7 +347,7 @@ def forward_parts(model: nn.Module, inputs: Mapping[str, Mapping[str, Tensor]], 
             dense = _unpack(flat, layout, inputs, p)
             out[p] = dense if dense.dtype == torch.float64 else dense.float()
         return out
-    with capture_hidden(split.decoder) as box, capture_layers(model, layers) as blocks:
+    with capture_hidden(split.decoder) as box, capture_layers(model, layers) as blocks, attention:
         model(**kwargs, logits_to_keep=1)
     _collect(blocks, layout, inputs, parts, hidden_out)
     hidden = box["hidden"]

@@ -48,6 +48,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
 
 from obliviate.data.formatting import IGNORE_INDEX
+from obliviate.attention import packed_attention
 from obliviate.errors import ConfigError
 from obliviate.forward import DEFAULT_PACK_LENGTH, Split, decoder_layers, forward_parts, inspect_model
 from obliviate.likelihood import sequence_logprobs
@@ -421,11 +422,16 @@ class UnlearningTrainer(Trainer):
 
     # -- the non-finite guard's view of each step ----------------------------------------------------------
     def training_step(self, model, inputs, num_items_in_batch=None):
+        # Packed rows attend per sequence for the whole step, so that layers recomputed in backward (activation
+        # checkpointing) run the attention their forward ran.
+        attention = packed_attention(self.accelerator.unwrap_model(self.model)) if self._plan[1] else nullcontext()
         guard = self.nonfinite_guard
         if guard is None:
-            return super().training_step(model, inputs, num_items_in_batch)
+            with attention:
+                return super().training_step(model, inputs, num_items_in_batch)
         before = {name: len(values) for name, values in self._term_values.items()}
-        loss = super().training_step(model, inputs, num_items_in_batch)
+        with attention:
+            loss = super().training_step(model, inputs, num_items_in_batch)
         fresh = [name for name, values in self._term_values.items() if len(values) > before.get(name, 0)]
         loss, drop = guard.after_micro_step(loss, {name: self._term_values[name][-1] for name in fresh})
         if drop:  # a skipped update's terms stay out of the logged averages
