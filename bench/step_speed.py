@@ -170,9 +170,23 @@ def _me_loss(logits, labels, epsilon: float):
     return (kl * mask).sum() / mask.sum()
 
 
-def _paper_step(method: str, model, reference, optimizer, items, pad_id: int, epsilon: float) -> list[float]:
+def _mean_nll(model, ids, labels, att):
+    """The model's own loss (mean NLL over labelled tokens) computed from its logits in their dtype: transformers'
+    loss takes float32 logits even from a float64 model, which the float64 check must not do."""
+    import torch.nn.functional as F
+
+    logits = model(ids, attention_mask=att).logits
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
+
+
+def _paper_losses(method: str, model, reference, items, pad_id: int, epsilon: float, own_loss: bool = True):
+    """The released code's (loss, forget term, regularization term) for one batch, as tensors. ``own_loss``: NLL
+    terms from the model's own loss, as the released code takes them (False: the same mean from the logits)."""
     import torch
     import torch.nn.functional as F
+
+    def nll(ids, labels, att):
+        return model(ids, labels=labels, attention_mask=att).loss if own_loss else _mean_nll(model, ids, labels, att)
 
     batch = {part: _padded([it[part] for it in items], pad_id) for part in items[0]}
     beta = 0.1
@@ -180,11 +194,11 @@ def _paper_step(method: str, model, reference, optimizer, items, pad_id: int, ep
         ids, labels, att = batch["forget"]
         forget = _me_loss(model(ids, attention_mask=att).logits, labels, epsilon)
         ids, labels, att = batch["retain"]
-        regular = model(ids, labels=labels, attention_mask=att).loss
+        regular = nll(ids, labels, att)
         loss = 0.1 * forget + regular
     elif method == "IDK+AP":
         ids, labels, att = batch["forget_idk"]
-        forget = model(ids, labels=labels, attention_mask=att).loss
+        forget = nll(ids, labels, att)
         ids, labels, att = batch["retain"]
         nll_answer = _batch_sequence_nll(model(ids, labels=labels, attention_mask=att).logits, labels)
         ids, labels, att = batch["retain_idk"]
@@ -198,15 +212,74 @@ def _paper_step(method: str, model, reference, optimizer, items, pad_id: int, ep
             ref = _batch_sequence_nll(reference(ids, labels=labels, attention_mask=att).logits, labels)
         forget = -F.logsigmoid(beta * (current - ref)).mean() * 2 / beta
         ids, labels, att = batch["retain"]
-        regular = model(ids, labels=labels, attention_mask=att).loss
+        regular = nll(ids, labels, att)
         loss = forget + regular
     else:
         raise ValueError(method)
+    return loss, forget, regular
+
+
+def _paper_step(method: str, model, reference, optimizer, items, pad_id: int, epsilon: float) -> list[float]:
+    import torch
+
+    loss, forget, regular = _paper_losses(method, model, reference, items, pad_id, epsilon)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return [loss.item(), forget.item(), regular.item()]
+
+
+def loss_identity(args, method: str, model, tokenizer, cfg, objective, dataset, start: dict) -> dict:
+    """The first step's losses of both sides from the starting weights, in float64 and in float32.
+
+    float32 sums of ~600 token log-probs taken in different orders (packed rows and chunked reductions against
+    padded rows and the model's own mean) differ by float32 rounding, ~1e-6 relative and more where a term is a
+    difference of sums (AP). In float64 the same computation leaves only float64 rounding: agreement there
+    shows both sides compute the same quantity; each side's float32 value is compared with its float64 one too.
+    """
+    import copy
+    import tempfile
+
+    import torch
+
+    from obliviate.models import frozen_copy
+    from obliviate.training.data import PartsCollator
+
+    dataset.set_epoch(0)
+    items = [dataset[i] for i in range(len(dataset))]
+    values = {}
+    for name, dtype in (("float64", torch.float64), ("float32", torch.float32)):
+        m = copy.deepcopy(model).to(dtype)
+        m.load_state_dict(start)
+        m.eval()
+        reference = frozen_copy(m) if method.startswith("NPO") else None
+        with torch.no_grad():
+            paper = [float(x) for x in _paper_losses(method, m, reference, items, tokenizer.pad_token_id,
+                                                     1e-12 if args.released_epsilon else 0.0,
+                                                     own_loss=dtype != torch.float64)]
+        del reference
+        dataset.ref_logps = {}
+        with tempfile.TemporaryDirectory() as out:
+            trainer, _, _ = _obliviate_trainer(m, tokenizer, cfg, objective, dataset, out)
+            dataset.set_epoch(0)
+            batch = PartsCollator(tokenizer.pad_token_id)([dataset[i] for i in range(len(dataset))])
+            with torch.no_grad():
+                loss = trainer.compute_loss(m, batch)
+            terms = trainer._term_values
+            ours = [float(loss), terms["forget_loss"][-1], terms["regularization_loss"][-1]]
+        dataset.ref_logps = {}
+        values[name] = {"paper": paper, "obliviate": ours}
+        del m, trainer
+
+    def rel(a, b):
+        return max(abs(x - y) / max(abs(y), 1e-300) for x, y in zip(a, b))
+
+    return {"values": values,
+            "float64_rel_diff": rel(values["float64"]["obliviate"], values["float64"]["paper"]),
+            "float32_rel_diff": rel(values["float32"]["obliviate"], values["float32"]["paper"]),
+            "obliviate_float32_vs_float64": rel(values["float32"]["obliviate"], values["float64"]["obliviate"]),
+            "paper_float32_vs_float64": rel(values["float32"]["paper"], values["float64"]["paper"])}
 
 
 def _paper_optimizer(model, lr: float, weight_decay: float):
@@ -273,7 +346,14 @@ def run_method(args, method: str) -> dict:
               f"{statistics.median(timer.seconds[steady]):5.2f} s/step, ratio {ratio:.3f} (CPU time {cpu_ratio:.3f}, "
               f"load {os.getloadavg()[0]:.1f}), first-step losses equal to "
               f"{loss_rel:.1e}", file=sys.stderr, flush=True)
-    return {"method": method, "rounds": rounds}
+    identity = None if args.no_loss_check else loss_identity(args, method, model, tokenizer, cfg, objective,
+                                                               dataset, start)
+    if identity is not None:
+        print(f"{method} first-step losses: float64 sides equal to {identity['float64_rel_diff']:.1e}, float32 sides "
+              f"{identity['float32_rel_diff']:.1e} (float32 vs float64: obliviate "
+              f"{identity['obliviate_float32_vs_float64']:.1e}, paper-style {identity['paper_float32_vs_float64']:.1e})",
+              file=sys.stderr, flush=True)
+    return {"method": method, "rounds": rounds, "loss_identity": identity}
 
 
 def peak_memory(args, method: str) -> dict:
@@ -302,6 +382,8 @@ def main() -> None:
     parser.add_argument("--released-epsilon", action="store_true", help="ME with the released code's log(p + 1e-12)")
     parser.add_argument("--gradient-checkpointing", action="store_true",
                         help="obliviate with train.gradient_checkpointing=true")
+    parser.add_argument("--no-loss-check", action="store_true",
+                        help="skip the first-step losses of both sides in float64 and float32")
     parser.add_argument("--child", choices=("time", "memory"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -315,7 +397,8 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--child", kind, "--methods", method, "--data", args.data,
                    "--steps", str(args.steps), "--repeats", str(args.repeats), "--threads", str(args.threads)] + \
                 (["--released-epsilon"] if args.released_epsilon else []) + \
-                (["--gradient-checkpointing"] if args.gradient_checkpointing else [])
+                (["--gradient-checkpointing"] if args.gradient_checkpointing else []) + \
+                (["--no-loss-check"] if args.no_loss_check else [])
             out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1]
             entry[kind] = json.loads(out)
         if "time" in entry:
@@ -326,11 +409,16 @@ def main() -> None:
             entry["cpu_ratio_median"] = statistics.median(cpu_ratios)
             entry["cpu_ratio_range"] = [min(cpu_ratios), max(cpu_ratios)]
             entry["loss_rel_diff_max"] = max(r["first_step_loss_rel_diff"] for r in entry["time"]["rounds"])
+            identity = entry["time"]["loss_identity"]
+            entry["loss_float64_rel_diff"] = identity["float64_rel_diff"] if identity else None
         mem = entry["memory"]
         print(f"{method}: " + (f"obliviate / paper-style step {entry['ratio_median']:.3f} (rounds "
                                f"{', '.join(f'{x:.3f}' for x in ratios)}; CPU time "
                                f"{', '.join(f'{x:.3f}' for x in cpu_ratios)}), losses equal to "
-                               f"{entry['loss_rel_diff_max']:.1e}; " if "time" in entry else "")
+                               f"{entry['loss_rel_diff_max']:.1e}"
+                               + (f" (float64: {entry['loss_float64_rel_diff']:.1e})"
+                                  if entry["loss_float64_rel_diff"] is not None else "") + "; "
+                               if "time" in entry else "")
               + f"peak RSS {mem['peak_rss'] / 1e9:.2f} GB", flush=True)
         results["methods"][method] = entry
     print(json.dumps(results))
