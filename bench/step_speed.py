@@ -26,7 +26,9 @@ weights, and its ratio is obliviate's median step over the paper-style median st
 CPU time (user + system, all threads), which other processes on a shared machine disturb less. Peak
 memory is measured in a fresh process per method for obliviate's full fine-tuning: the largest resident set
 (``VmHWM``, reset just before training starts, so loading the model is not counted) over ``--steps`` steps.
-Set ``LD_PRELOAD`` to a tcmalloc library to measure with it (docs/benchmarks.md).
+Set ``LD_PRELOAD`` to a tcmalloc library to measure with it (docs/benchmarks.md). After the rounds, the first
+step's losses of both sides are computed again in float64 and in float32 (:func:`loss_identity`;
+``--no-loss-check`` skips it).
 
     python bench/step_speed.py --data ../shared/data/tofu
 """
