@@ -348,12 +348,14 @@ def run_method(args, method: str) -> dict:
               f"{statistics.median(timer.seconds[steady]):5.2f} s/step, ratio {ratio:.3f} (CPU time {cpu_ratio:.3f}, "
               f"load {os.getloadavg()[0]:.1f}), first-step losses equal to "
               f"{loss_rel:.1e}", file=sys.stderr, flush=True)
-    identity = None if args.no_loss_check else loss_identity(args, method, model, tokenizer, cfg, objective,
-                                                               dataset, start)
+    identity = None
+    if not args.no_loss_check:
+        identity = loss_identity(args, method, model, tokenizer, cfg, objective, dataset, start)
     if identity is not None:
         print(f"{method} first-step losses: float64 sides equal to {identity['float64_rel_diff']:.1e}, float32 sides "
               f"{identity['float32_rel_diff']:.1e} (float32 vs float64: obliviate "
-              f"{identity['obliviate_float32_vs_float64']:.1e}, paper-style {identity['paper_float32_vs_float64']:.1e})",
+              f"{identity['obliviate_float32_vs_float64']:.1e}, paper-style "
+              f"{identity['paper_float32_vs_float64']:.1e})",
               file=sys.stderr, flush=True)
     return {"method": method, "rounds": rounds, "loss_identity": identity}
 

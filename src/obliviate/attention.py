@@ -26,7 +26,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from obliviate.models import is_peft_model
+from obliviate.models import unwrapped_causal_lm
 
 #: The attention implementation's registered name.
 PACKED_SDPA = "obliviate_packed_sdpa"
@@ -99,17 +99,9 @@ AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention)
 AttentionMaskInterface.register(PACKED_SDPA, sdpa_mask)
 
 
-def _causal_lm(model: nn.Module) -> nn.Module:
-    """``model`` with DDP and PEFT wrappers looked through."""
-    while isinstance(getattr(model, "module", None), nn.Module) and type(model).__name__.endswith(
-            "DistributedDataParallel"):
-        model = model.module
-    return model.get_base_model() if is_peft_model(model) else model
-
-
 def _configs(model: nn.Module) -> list:
     """The configs whose attention implementation a forward of ``model`` reads (wrappers looked through)."""
-    config = getattr(_causal_lm(model), "config", None)
+    config = getattr(unwrapped_causal_lm(model), "config", None)
     if config is None:
         return []
     found = [config]
@@ -138,6 +130,6 @@ def forward_attention(model: nn.Module):
     layers to recompute in backward (activation checkpointing with gradients on) — the recomputation would run
     outside the context, with another attention; the caller then switches around forward and backward both, as
     the trainer's step does."""
-    if torch.is_grad_enabled() and getattr(_causal_lm(model), "is_gradient_checkpointing", False):
+    if torch.is_grad_enabled() and getattr(unwrapped_causal_lm(model), "is_gradient_checkpointing", False):
         return nullcontext()
     return packed_attention(model)

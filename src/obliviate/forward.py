@@ -5,8 +5,8 @@ Two independent choices, both exact (they change float rounding only):
 - **Layout.** *Packed*: sequences are laid end to end in rows, each with its own position ids (0, 1, …) and
   block-diagonal causal attention, so no padding token is computed (transformers builds the block-diagonal mask
   from restarting position ids when no 2-D attention mask is given; with ``sdpa`` attention each sequence then
-  attends on its own, without computing the masked-out blocks: :mod:`obliviate.attention`). *Padded*: one sequence per row,
-  right-padded to the longest, with an attention mask.
+  attends on its own, without computing the masked-out blocks: :mod:`obliviate.attention`). *Padded*: one
+  sequence per row, right-padded to the longest, with an attention mask.
 - **Output.** *Chunked* (default): the model runs with its output layer applied to one position per row only
   (``logits_to_keep=1``), the final hidden states are taken from its decoder by a forward hook, and the
   positions that predict a labelled token become a :class:`~obliviate.objectives.HeadLogits` — the output
@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from obliviate.attention import forward_attention, packed_attention
-from obliviate.models import inference, is_peft_model
+from obliviate.models import inference, is_peft_model, unwrapped_causal_lm
 from obliviate.objectives import DEFAULT_CHUNK_SIZE, HeadLogits, OutputHead
 from obliviate.objectives.types import IGNORE_INDEX
 
@@ -122,10 +122,7 @@ def capture_hidden(decoder: nn.Module):
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
     """The decoder blocks of a causal LM, in order (``model.layers`` of Llama-style models, ``transformer.h`` of
     GPT-2-style ones); ValueError naming the model when none is found. A DDP wrapper is looked through."""
-    while isinstance(getattr(model, "module", None), nn.Module) and type(model).__name__.endswith(
-            "DistributedDataParallel"):
-        model = model.module
-    lm = _causal_lm(model)
+    lm = unwrapped_causal_lm(model)
     for path in ("model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers", "layers", "h"):
         node: object = lm
         for name in path.split("."):

@@ -621,6 +621,14 @@ def is_peft_model(model: object) -> bool:
     return isinstance(model, PeftModel)
 
 
+def unwrapped_causal_lm(model: torch.nn.Module) -> torch.nn.Module:
+    """The causal LM inside ``model``, with DDP and PEFT wrappers looked through."""
+    while isinstance(getattr(model, "module", None), torch.nn.Module) and type(model).__name__.endswith(
+            "DistributedDataParallel"):
+        model = model.module
+    return model.get_base_model() if is_peft_model(model) else model
+
+
 @dataclass
 class LoraSettings:
     """LoRA hyper-parameters (Hu et al., 2021, arXiv 2106.09685).

@@ -36,6 +36,18 @@ def _inputs(lengths_per_row, *, heads=4, kv_heads=2, dim=8, seed=0):
     return q, k, v, pos, mask
 
 
+def _count_fallbacks(monkeypatch) -> list:
+    """A list that gets one entry per call the module hands to transformers' masked sdpa."""
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return sdpa_attention_forward(*args, **kwargs)
+
+    monkeypatch.setattr(A, "sdpa_attention_forward", counted)
+    return calls
+
+
 def _run(fn, q, k, v, mask, pos, groups):
     for t in (q, k, v):
         t.grad = None
@@ -50,8 +62,7 @@ def test_per_sequence_attention_equals_the_masked_kernel(monkeypatch):
     not called on the way."""
     q, k, v, pos, mask = _inputs([[5, 1, 7, 3], [4, 8, 4]])
     expected, expected_grads = _run(sdpa_attention_forward, q, k, v, mask, pos, 2)
-    calls = []
-    monkeypatch.setattr(A, "sdpa_attention_forward", lambda *a, **kw: calls.append(1) or sdpa_attention_forward(*a, **kw))
+    calls = _count_fallbacks(monkeypatch)
     got, grads = _run(A.packed_sdpa_attention, q, k, v, mask, pos, 2)
     assert calls == []
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
@@ -66,8 +77,7 @@ def test_any_other_mask_goes_to_the_masked_kernel(monkeypatch):
     window = mask & (torch.arange(12)[:, None] - torch.arange(12)[None, :] < 3)
     padded = mask.clone()
     padded[1, :, :, 10:] = False
-    calls = []
-    monkeypatch.setattr(A, "sdpa_attention_forward", lambda *a, **kw: calls.append(1) or sdpa_attention_forward(*a, **kw))
+    calls = _count_fallbacks(monkeypatch)
     for m, p in ((window, pos), (padded, pos), (mask, None)):
         got, _ = A.packed_sdpa_attention(_Attn(2), q, k, v, m, scaling=0.3, position_ids=p)
         expected, _ = sdpa_attention_forward(_Attn(2), q, k, v, m, scaling=0.3, position_ids=p)
@@ -104,8 +114,7 @@ def test_a_packed_training_forward_takes_the_per_sequence_path(monkeypatch):
     model = _gqa_llama().train()
     split = inspect_model(model).split
     parts = _parts()
-    calls, found = [], []
-    monkeypatch.setattr(A, "sdpa_attention_forward", lambda *a, **kw: calls.append(1) or sdpa_attention_forward(*a, **kw))
+    calls, found = _count_fallbacks(monkeypatch), []
     segments = A._block_segments
     monkeypatch.setattr(A, "_block_segments", lambda *a: found.append(segments(*a)) or found[-1])
 

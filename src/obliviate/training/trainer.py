@@ -47,8 +47,8 @@ from accelerate.utils import gather_object
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
 
-from obliviate.data.formatting import IGNORE_INDEX
 from obliviate.attention import packed_attention
+from obliviate.data.formatting import IGNORE_INDEX
 from obliviate.errors import ConfigError
 from obliviate.forward import DEFAULT_PACK_LENGTH, Split, decoder_layers, forward_parts, inspect_model
 from obliviate.likelihood import sequence_logprobs
