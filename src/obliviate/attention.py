@@ -88,10 +88,13 @@ def packed_sdpa_attention(module: nn.Module, query: Tensor, key: Tensor, value: 
                                       is_causal=is_causal, **kwargs)
     gqa = query.shape[1] != key.shape[1]
     rows = []
-    for r, spans in enumerate(segments):
+    # split, not slices: the backward of a split concatenates the pieces' gradients, where each slice's backward
+    # would fill a zero tensor the size of the whole row.
+    for q, k, v, spans in zip(query.split(1), key.split(1), value.split(1), segments):
+        lengths = [b - a for a, b in spans]
         rows.append(torch.cat([F.scaled_dot_product_attention(
-            query[r:r + 1, :, a:b], key[r:r + 1, :, a:b], value[r:r + 1, :, a:b], dropout_p=dropout,
-            is_causal=True, scale=scaling, enable_gqa=gqa) for a, b in spans], dim=2))
+            qs, ks, vs, dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=gqa)
+            for qs, ks, vs in zip(q.split(lengths, 2), k.split(lengths, 2), v.split(lengths, 2))], dim=2))
     return torch.cat(rows, dim=0).transpose(1, 2).contiguous(), None
 
 
