@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from obliviate.attention import forward_attention, packed_attention
 from obliviate.models import inference, is_peft_model, unwrapped_causal_lm
-from obliviate.objectives import DEFAULT_CHUNK_SIZE, HeadLogits, OutputHead
+from obliviate.objectives import DEFAULT_CHUNK_SIZE, HeadLogits, OutputHead, share_weight_grad
 from obliviate.objectives.types import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
@@ -349,7 +349,7 @@ def forward_parts(model: nn.Module, inputs: Mapping[str, Mapping[str, Tensor]], 
     _collect(blocks, layout, inputs, parts, hidden_out)
     hidden = box["hidden"]
     flat = hidden.reshape(-1, hidden.shape[-1])
-    head = split.head()
+    head = share_weight_grad(split.head())          # one weight-gradient buffer for every part's reductions
     out = {}
     for p in parts:
         labels = inputs[p]["labels"]

@@ -59,7 +59,7 @@ def _spy_on_log_softmax(monkeypatch) -> list[torch.dtype]:
             return _original(x, *a, **kw)
 
         monkeypatch.setattr(owner, name, spy)
-    for name in ("_values_", "_grads_", "_row_values"):
+    for name in ("_values_grads_", "_row_values"):
         original = getattr(chunked, name)
 
         def chunk_spy(kind, z, *a, _original=original, **kw):

@@ -3,7 +3,9 @@
 The materialised path applies the output layer to every position and hands ``(B, T, V)`` logits to the terms;
 the chunked path (:class:`HeadLogits`) keeps the hidden states of labelled positions and applies the layer a
 few rows at a time, recomputing them in backward. Chunk sizes below are small (1, 3, 4) so every reduction
-runs over several chunks with a ragged last one. Float64 must agree to 1e-10; float32 to 1e-6 (relative).
+runs over several chunks with a ragged last one; 64 holds every row in one chunk, whose row gradients are kept
+from forward instead. Each also runs with the fields' reductions sharing one weight-gradient buffer
+(``share_weight_grad``). Float64 must agree to 1e-10; float32 to 1e-6 (relative).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from obliviate.objectives import (
     get_regularizer,
     list_methods,
     sequence_logprob,
+    share_weight_grad,
     token_kl,
     token_logprobs,
     token_uniform_kl,
@@ -94,10 +97,13 @@ def make_case(seed: int, dtype=F64, *, bias: bool = False, train_head: bool = Tr
     return Case(hidden, ref_hidden, labels, weight, b, ref_weight, head_kwargs)
 
 
-def inputs_for(case: Case, *, chunk: int | None) -> UnlearningInputs:
-    """chunk=None: materialised logits; otherwise HeadLogits with that chunk size. Reference log-probs are
-    computed the same way (materialised) for both, as the trainer caches them before training."""
+def inputs_for(case: Case, *, chunk: int | None, shared: bool = False) -> UnlearningInputs:
+    """chunk=None: materialised logits; otherwise HeadLogits with that chunk size (``shared``: every field's
+    reductions add into one weight-gradient buffer). Reference log-probs are computed the same way
+    (materialised) for both, as the trainer caches them before training."""
     head, ref_head = case.head(), case.ref_head()
+    if shared:
+        head = share_weight_grad(head)
     fields = {}
     for f in FIELDS:
         lab = case.labels[f]
@@ -113,10 +119,10 @@ def inputs_for(case: Case, *, chunk: int | None) -> UnlearningInputs:
     return UnlearningInputs(**fields)
 
 
-def value_and_grads(fn, case: Case, chunk: int | None):
+def value_and_grads(fn, case: Case, chunk: int | None, shared: bool = False):
     for leaf in case.leaves():
         leaf.grad = None
-    loss = fn(inputs_for(case, chunk=chunk))
+    loss = fn(inputs_for(case, chunk=chunk, shared=shared))
     if loss.requires_grad:                     # "none" is a constant 0
         loss.backward()
     return loss.detach(), [leaf.grad.clone() if leaf.grad is not None else torch.zeros_like(leaf)
@@ -130,15 +136,17 @@ def assert_same(a, b, *, rel: float, what: str) -> None:
     assert err <= rel * scale, f"{what}: max |chunked − materialised| = {err:.3e}, scale {scale:.3e}"
 
 
-def check_term(fn, case: Case, rel: float, chunks=(1, 3, 4), *, constant: bool = False) -> None:
+def check_term(fn, case: Case, rel: float, chunks=(1, 3, 4, 64), *, constant: bool = False) -> None:
     full_value, full_grads = value_and_grads(fn, case, None)
     assert constant or any(float(g.abs().max()) > 0 for g in full_grads), "the materialised path has no gradient"
     for chunk in chunks:
-        value, grads = value_and_grads(fn, case, chunk)
-        assert_same(value, full_value, rel=rel, what=f"value (chunk {chunk})")
-        names = [f"d hidden[{f}]" for f in FIELDS] + ["d weight", "d bias"]
-        for name, g, full in zip(names, grads, full_grads):
-            assert_same(g, full, rel=rel, what=f"{name} (chunk {chunk})")
+        for shared in (False, True):
+            value, grads = value_and_grads(fn, case, chunk, shared)
+            how = f"chunk {chunk}{', shared weight gradient' if shared else ''}"
+            assert_same(value, full_value, rel=rel, what=f"value ({how})")
+            names = [f"d hidden[{f}]" for f in FIELDS] + ["d weight", "d bias"]
+            for name, g, full in zip(names, grads, full_grads):
+                assert_same(g, full, rel=rel, what=f"{name} ({how})")
 
 
 # ---------------------------------------------------------------- every term, both precisions
@@ -223,6 +231,62 @@ def test_tied_embedding_collects_both_gradients():
         loss, gr = grad(chunk)
         assert_same(loss, full_loss, rel=1e-10, what="loss")
         assert_same(gr, full_grad, rel=1e-10, what="d embedding")
+
+
+def _tied_setup(seed: int):
+    g = torch.Generator().manual_seed(seed)
+    emb = torch.randn(V, H, generator=g, dtype=F64, requires_grad=True)
+    ids = torch.randint(0, V, (B, T), generator=g)
+    labels = ids.clone()
+    labels[:, :3] = -100
+    mix = torch.randn(H, H, generator=g, dtype=F64)
+    return emb, ids, labels, mix
+
+
+def _shared_loss(emb, ids, labels, mix, *, shared: bool, chunk: int):
+    """Three readers of one tied matrix: the embedding lookup, two chunked reductions, a materialised row."""
+    hidden = torch.tanh(emb[ids] @ mix)
+    head = OutputHead(weight=emb)
+    if shared:
+        head = share_weight_grad(head)
+    logits = HeadLogits.from_hidden(hidden, labels, head, chunk_size=chunk)
+    other = HeadLogits.from_hidden(hidden * 0.5, labels, head, chunk_size=chunk)
+    return (-sequence_logprob(logits, labels).sum() + token_uniform_kl(other, labels, "uniform_to_model")[0].sum()
+            + head.logits(hidden[0, :2]).square().sum()), hidden
+
+
+@pytest.mark.parametrize("chunk", [2, 64])
+def test_shared_weight_gradient_sums_every_reader(chunk):
+    """One buffer for the reductions' weight gradient, plus what reached the weight another way (the lookup,
+    a materialised row): the same gradient as one tensor per reduction (1e-12), and ``emb.grad`` is set once."""
+    emb, ids, labels, mix = _tied_setup(8)
+    grads = []
+    for shared in (False, True):
+        emb.grad = None
+        loss, _ = _shared_loss(emb, ids, labels, mix, shared=shared, chunk=chunk)
+        loss.backward()
+        grads.append(emb.grad.clone())
+    assert float(grads[0].abs().max()) > 0
+    assert_same(grads[1], grads[0], rel=1e-12, what="d embedding, shared buffer")
+
+
+def test_shared_weight_gradient_is_not_carried_into_another_backward():
+    """A backward that asks for the hidden states only leaves nothing behind for the next one; a second
+    backward of a retained graph (the kept row gradients are used up by the first) adds the same gradient again."""
+    emb, ids, labels, mix = _tied_setup(9)
+    emb.grad = None
+    loss, _ = _shared_loss(emb, ids, labels, mix, shared=False, chunk=64)
+    loss.backward()
+    expected = emb.grad.clone()
+
+    emb.grad = None
+    loss, hidden = _shared_loss(emb, ids, labels, mix, shared=True, chunk=64)
+    (d_hidden,) = torch.autograd.grad(loss, hidden, retain_graph=True)
+    assert float(d_hidden.abs().max()) > 0 and emb.grad is None
+    loss.backward(retain_graph=True)
+    assert_same(emb.grad, expected, rel=1e-12, what="d embedding after a hidden-only backward")
+    loss.backward()
+    assert_same(emb.grad, 2 * expected, rel=1e-12, what="d embedding after a second backward")
 
 
 class LowRankHead(torch.nn.Module):

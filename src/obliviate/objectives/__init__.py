@@ -17,7 +17,8 @@ from obliviate.objectives.types import (
     SequenceOutputs,
     UnlearningInputs,
 )
-from obliviate.objectives.chunked import DEFAULT_CHUNK_SIZE, HeadLogits, OutputHead, reduce_rows
+from obliviate.objectives.chunked import (DEFAULT_CHUNK_SIZE, HeadLogits, OutputHead, forget_grouped_weight,
+                                          grouped_weight, reduce_rows, share_weight_grad)
 from obliviate.objectives.logprobs import (
     mean_token_nll,
     sequence_logprob,
@@ -85,6 +86,9 @@ __all__ = [
     "mean_token_nll",
     "register_forget",
     "reduce_rows",
+    "share_weight_grad",
+    "grouped_weight",
+    "forget_grouped_weight",
     "register_regularizer",
     "required_inputs",
     "resolve_method",

@@ -7,7 +7,13 @@ final hidden states of the positions that predict a labelled token (``N × H``) 
 (:class:`OutputHead`). A reduction applies the output layer to ``chunk_size`` rows at a time, reduces each row
 to one number and drops the chunk's logits; in backward the chunk is recomputed (a custom autograd function),
 so the loss holds at most ``chunk_size × V`` logits at once instead of ``B × T × V``, and never computes the
-output layer on question or padding positions.
+output layer on question or padding positions. A reduction of at most ``chunk_size`` rows (one chunk) keeps its
+rows' gradients from forward instead — the same ``chunk_size × V`` bound, held until backward — and skips the
+recomputation.
+
+The reductions of one forward share one gradient buffer for the output layer's weight
+(:func:`share_weight_grad`): each adds its chunks into it, and autograd gets one ``V × H`` gradient instead of one
+per reduction (at V = 49,152 and H = 576, 113 MB each).
 
 The values equal the materialised path of :mod:`obliviate.objectives.logprobs` (same formulas on the same rows,
 in float32, or float64 for float64 models), and so do the gradients with respect to the hidden states and the
@@ -16,7 +22,9 @@ output layer's weight and bias (``tests/unit/test_chunked.py``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -52,6 +60,8 @@ class OutputHead:
     scale: float = 1.0
     softcap: float | None = None
     vocab_size: int = field(default=0)
+    #: Set by :func:`share_weight_grad`: where the chunked reductions add the weight's gradient.
+    grad_group: _WeightGradGroup | None = None
 
     def __post_init__(self) -> None:
         if (self.weight is None) == (self.module is None):
@@ -109,23 +119,15 @@ def _row_values(kind: str, z: Tensor, targets: Tensor, ref_z: Tensor | None) -> 
 # reference's), overwriting them: a reduction then holds one or two (n, V) buffers instead of four to six.
 
 
-def _shift_(z: Tensor) -> Tensor:
-    """``z − max`` in place (rows whose max is not finite are left unshifted)."""
-    m = z.amax(dim=-1, keepdim=True)
-    return z.sub_(torch.where(torch.isfinite(m), m, torch.zeros_like(m)))
-
-
-def _lse_(z: Tensor) -> Tensor:
-    """``logsumexp`` of each row, overwriting ``z``."""
+def _finite_max(z: Tensor) -> Tensor:
+    """Each row's max, 0 where it is not finite (such rows are left unshifted)."""
     m = z.amax(dim=-1)
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    return z.sub_(m.unsqueeze(-1)).exp_().sum(dim=-1).log_().add_(m)
+    return torch.where(torch.isfinite(m), m, torch.zeros_like(m))
 
 
-def _softmax_(z: Tensor) -> Tensor:
-    """``softmax(z)`` in place."""
-    e = _shift_(z).exp_()
-    return e.div_(e.sum(dim=-1, keepdim=True))
+def _shift_(z: Tensor, m: Tensor | None = None) -> Tensor:
+    """``z − max`` in place (``m``: the rows' :func:`_finite_max`, when already known)."""
+    return z.sub_((_finite_max(z) if m is None else m).unsqueeze(-1))
 
 
 def _log_softmax_(z: Tensor, scratch: Tensor | None = None) -> Tensor:
@@ -140,47 +142,42 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
     return torch.bmm(a.unsqueeze(1), b.unsqueeze(-1)).reshape(-1)
 
 
-def _values_(kind: str, z: Tensor, targets: Tensor, ref_z: Tensor | None) -> Tensor:
-    """:func:`_row_values`, in place (no gradient)."""
+def _values_grads_(kind: str, z: Tensor, targets: Tensor, ref_z: Tensor | None,
+                   grads: bool) -> tuple[Tensor, Tensor | None]:
+    """:func:`_row_values` of every row, in place (no autograd), and with ``grads`` each row's gradient
+    ``∂value_i/∂z_i`` in place of ``z`` (hand-derived; ``p = softmax(z)``):
+
+    logp ``onehot(y) − p``; KL(U‖p) ``p − 1/V``; KL(p‖U) ``p ⊙ (log p − Σ p log p)``; KL(ref‖p) ``p − softmax(z_ref)``.
+    ``z`` (and ``ref_z``) are overwritten either way.
+    """
     vocab = z.shape[-1]
-    if kind == "logp":
-        target = z.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        return target.sub_(_lse_(z))
-    if kind == "uniform_to_model":
-        mean = z.mean(dim=-1)
-        return _lse_(z).sub_(mean).sub_(math.log(vocab))
+    if kind in ("logp", "uniform_to_model"):
+        first = z.gather(-1, targets.unsqueeze(-1)).squeeze(-1) if kind == "logp" else z.mean(dim=-1)
+        m = _finite_max(z)
+        e = _shift_(z, m).exp_()
+        total = e.sum(dim=-1)
+        lse = total.log().add_(m)
+        values = first.sub_(lse) if kind == "logp" else lse.sub_(first).sub_(math.log(vocab))
+        if not grads:
+            return values, None
+        p = e.div_(total.unsqueeze(-1))
+        if kind == "logp":
+            return values, p.neg_().scatter_add_(-1, targets.unsqueeze(-1), torch.ones_like(p[:, :1]))
+        return values, p.sub_(1.0 / vocab)
     if kind == "model_to_uniform":
         p = torch.empty_like(z)
         log_p = _log_softmax_(z, scratch=p)
         torch.exp(log_p, out=p)
-        return _dot(p, log_p).add_(math.log(vocab))
+        entropy_term = _dot(p, log_p)
+        values = entropy_term + math.log(vocab)
+        return values, (log_p.sub_(entropy_term.unsqueeze(-1)).mul_(p) if grads else None)
     if kind == "ref_kl":
         r = torch.empty_like(z)
         log_p = _log_softmax_(z, scratch=r)
         log_r = _log_softmax_(ref_z.to(z.dtype), scratch=r)
         torch.exp(log_r, out=r)
-        return _dot(r, log_r.sub_(log_p))
-    raise ValueError(f"unknown row reduction {kind!r}; valid: {', '.join(KINDS)}")
-
-
-def _grads_(kind: str, z: Tensor, targets: Tensor, ref_z: Tensor | None, g: Tensor) -> Tensor:
-    """``g_i · ∂value_i/∂z_i`` for every row, in place of ``z`` (hand-derived; ``p = softmax(z)``):
-
-    logp ``onehot(y) − p``; KL(U‖p) ``p − 1/V``; KL(p‖U) ``p ⊙ (log p − Σ p log p)``; KL(ref‖p) ``p − softmax(z_ref)``.
-    """
-    g = g.to(z.dtype).unsqueeze(-1)
-    if kind == "logp":
-        dz = _softmax_(z).mul_(-g)
-        return dz.scatter_add_(-1, targets.unsqueeze(-1), g)
-    if kind == "uniform_to_model":
-        return _softmax_(z).sub_(1.0 / z.shape[-1]).mul_(g)
-    if kind == "model_to_uniform":
-        p = torch.empty_like(z)
-        log_p = _log_softmax_(z, scratch=p)
-        torch.exp(log_p, out=p)
-        return log_p.sub_(_dot(p, log_p).unsqueeze(-1)).mul_(p).mul_(g)
-    if kind == "ref_kl":
-        return _softmax_(z).sub_(_softmax_(ref_z.to(z.dtype))).mul_(g)
+        values = _dot(r, log_r.sub_(log_p))
+        return values, (log_p.exp_().sub_(r) if grads else None)
     raise ValueError(f"unknown row reduction {kind!r}; valid: {', '.join(KINDS)}")
 
 
@@ -215,24 +212,125 @@ class _Plan:
         """The head's parameters in ``mm_dtype`` (no copy when they already are)."""
         return weight.to(self.mm_dtype), None if bias is None else bias.to(self.mm_dtype)
 
-    def grads(self, z: Tensor, start: int, stop: int, g: Tensor) -> Tensor:
-        """∂/∂(hidden @ W.T + b) of the chunk's values weighted by ``g``: the row gradient (overwriting ``z``),
-        through the soft cap (``1 − (z/c)²``) and the scale."""
-        cap = None if self.head.softcap is None else (z / self.head.softcap).square_().neg_().add_(1.0)
+    def reduce(self, z: Tensor, start: int, stop: int, grads: bool) -> tuple[Tensor, Tensor | None]:
+        """The values of the chunk's logits ``z`` (rows ``start:stop``) and, with ``grads``, their gradients
+        with respect to ``hidden @ W.T + b`` (overwriting ``z``): the row gradient through the soft cap
+        (``1 − (z/c)²``) and the scale."""
+        cap = None if not grads or self.head.softcap is None else (z / self.head.softcap).square_().neg_().add_(1.0)
         ref = self.ref(start, stop) if self.ref is not None else None
-        dz = _grads_(self.kind, z, self.targets[start:stop], ref, g)
-        if cap is not None:
-            dz.mul_(cap)
-        if self.head.scale != 1.0:
-            dz.mul_(self.head.scale)
-        return dz
+        values, dz = _values_grads_(self.kind, z, self.targets[start:stop], ref, grads)
+        if dz is not None:
+            if cap is not None:
+                dz.mul_(cap)
+            if self.head.scale != 1.0:
+                dz.mul_(self.head.scale)
+        return values, dz
+
+
+class _WeightGradGroup:
+    """The output layer weight's gradient, summed over the chunked reductions of one backward pass.
+
+    Each reduction's backward adds its chunks into :attr:`buffer` (tagged with the backward pass it belongs to)
+    and gives autograd no weight gradient of its own; :class:`_GroupedWeight`, through which every reduction
+    reads the weight, runs after all of them (autograd's dependency order) and hands the sum on. A reader adds
+    into the group only where :meth:`hands_on` says the view's backward runs in this pass.
+    """
+
+    def __init__(self) -> None:
+        self.task: int | None = None
+        self.buffer: Tensor | None = None
+
+    def current(self) -> Tensor | None:
+        """The sum so far in this backward pass (None at its first reduction)."""
+        return self.buffer if self.task == torch._C._current_graph_task_id() else None
+
+    def keep(self, buffer: Tensor) -> None:
+        self.task, self.buffer = torch._C._current_graph_task_id(), buffer
+
+    def take(self) -> Tensor | None:
+        found, self.task, self.buffer = self.current(), None, None
+        return found
+
+    @staticmethod
+    def hands_on(view: Tensor) -> bool:
+        """Whether the backward pass running now will run ``view``'s :class:`_GroupedWeight` (not, say, an
+        autograd.grad call that asks for other inputs only)."""
+        return view.grad_fn is not None and torch._C._will_engine_execute_node(view.grad_fn)
+
+
+class _GroupedWeight(torch.autograd.Function):
+    """The weight, unchanged; its gradient is the group's sum plus whatever else read it (a module path)."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, group: _WeightGradGroup) -> Tensor:
+        ctx.group = group
+        ctx.set_materialize_grads(False)
+        return weight.view_as(weight)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor | None):
+        summed = ctx.group.take()
+        if summed is None or grad is None:
+            return (grad if summed is None else summed), None
+        return summed.add_(grad), None
+
+
+# The grouped view of a weight that another reader made in the current forward (a tied input embedding,
+# obliviate.lean), by id of the weight: the output layer's reductions then add into the same buffer.
+_grouped: dict[int, tuple[weakref.ref, Tensor, _WeightGradGroup]] = {}
+
+
+def grouped_weight(weight: Tensor) -> tuple[Tensor, _WeightGradGroup]:
+    """A view of ``weight`` whose gradient is the sum its readers add into the returned group (plus what reaches
+    the view through autograd), remembered for :func:`share_weight_grad` of a head with the same weight until
+    :func:`forget_grouped_weight`."""
+    group = _WeightGradGroup()
+    view = _GroupedWeight.apply(weight, group)
+    _grouped[id(weight)] = (weakref.ref(weight), view, group)
+    return view, group
+
+
+def forget_grouped_weight(weight: Tensor) -> None:
+    _grouped.pop(id(weight), None)
+
+
+def share_weight_grad(head: OutputHead) -> OutputHead:
+    """``head`` with one weight-gradient buffer for all its chunked reductions in a backward pass (the same
+    gradient, summed in place instead of one ``V × H`` tensor per reduction) — the buffer of the weight's
+    :func:`grouped_weight` view when the forward made one; ``head`` itself when there is no gradient to share
+    (no grad mode, a frozen weight, a module head)."""
+    if head.weight is None or not torch.is_grad_enabled() or not head.weight.requires_grad:
+        return head
+    known = _grouped.get(id(head.weight))
+    if known is not None and known[0]() is head.weight:
+        view, group = known[1], known[2]
+    else:
+        group = _WeightGradGroup()
+        view = _GroupedWeight.apply(head.weight, group)
+    return dataclasses.replace(head, weight=view, grad_group=group)
+
+
+def _add_weight_grad(d_weight: Tensor | None, dz_mm: Tensor, h: Tensor, acc_dtype: torch.dtype,
+                     shape: torch.Size, block: int) -> Tensor:
+    """``d_weight + dz_mmᵀ h`` accumulated in ``acc_dtype`` (``d_weight`` None: the product alone, no zero fill)."""
+    if dz_mm.dtype == acc_dtype:
+        return torch.mm(dz_mm.t(), h) if d_weight is None else d_weight.addmm_(dz_mm.t(), h)
+    # A 16-bit product cannot be added into the float32 accumulator in place: it is formed a block of
+    # vocabulary rows at a time, so its temporaries stay about the size of a chunk of logits, not V × H.
+    if d_weight is None:
+        d_weight = torch.zeros(shape, dtype=acc_dtype, device=h.device)
+    for v in range(0, shape[0], block):
+        d_weight[v:v + block].add_((dz_mm[:, v:v + block].t() @ h).to(acc_dtype))
+    return d_weight
 
 
 class _ChunkedHeadReduction(torch.autograd.Function):
     """Row values of ``plan.kind`` from hidden rows and the head's weight, ``chunk`` rows at a time.
 
-    Forward keeps nothing of size V; backward recomputes each chunk's logits and accumulates the gradients of
-    the hidden rows, the weight and the bias.
+    Forward keeps nothing of size V, unless all rows fit in one chunk: then it keeps their gradients
+    ``∂value_i/∂z_i`` (computed from the logits it has anyway). Backward scales the kept gradients, or recomputes
+    each chunk's logits, and accumulates the gradients of the hidden rows, the weight and the bias.
     """
 
     @staticmethod
@@ -240,12 +338,12 @@ class _ChunkedHeadReduction(torch.autograd.Function):
         values = torch.empty(hidden.shape[0], dtype=torch.float64 if plan.mm_dtype == torch.float64 else torch.float32,
                              device=hidden.device)
         w_mm, b_mm = plan.cast(weight, bias)
+        keep = not isinstance(ctx, _NoContext) and 0 < hidden.shape[0] <= plan.chunk
+        ctx.row_grads = None
         for start in range(0, hidden.shape[0], plan.chunk):
             stop = min(start + plan.chunk, hidden.shape[0])
             z = plan.logits(hidden[start:stop], w_mm, b_mm)
-            ref = plan.ref(start, stop) if plan.ref is not None else None
-            values[start:stop] = _values_(plan.kind, z, plan.targets[start:stop], ref)
-            del z, ref
+            values[start:stop], ctx.row_grads = plan.reduce(z, start, stop, grads=keep)
         ctx.plan = plan
         ctx.save_for_backward(hidden, weight, bias)
         return values
@@ -257,29 +355,34 @@ class _ChunkedHeadReduction(torch.autograd.Function):
         hidden, weight, bias = ctx.saved_tensors
         need_hidden, need_weight, need_bias = ctx.needs_input_grad[:3]
         acc_dtype = torch.float64 if plan.mm_dtype == torch.float64 else torch.float32
+        group = plan.head.grad_group
+        # The shared buffer only where its sum is handed on in this backward pass (not, say, in an autograd.grad
+        # call that asks for the hidden states alone) and needs no cast to the weight's dtype.
+        grouped = need_weight and group is not None and acc_dtype == weight.dtype and group.hands_on(weight)
         d_hidden = torch.empty_like(hidden) if need_hidden else None
-        d_weight = torch.zeros(weight.shape, dtype=acc_dtype, device=weight.device) if need_weight else None
+        d_weight = group.current() if grouped else None
         d_bias = torch.zeros(bias.shape, dtype=acc_dtype, device=bias.device) if need_bias else None
         w_mm, b_mm = plan.cast(weight, bias)
-        # A 16-bit product cannot be added into the float32 accumulator in place: it is formed a block of
-        # vocabulary rows at a time, so its temporaries stay about the size of a chunk of logits, not V × H.
         block = max(1, -(-plan.chunk * weight.shape[0] // weight.shape[1]))
+        kept, ctx.row_grads = ctx.row_grads, None           # a second backward (retain_graph) recomputes
         with torch.autocast(hidden.device.type, enabled=False):
             for start in range(0, hidden.shape[0], plan.chunk):
                 stop = min(start + plan.chunk, hidden.shape[0])
                 h = hidden[start:stop].to(plan.mm_dtype)
-                dz = plan.grads(plan.logits(h, w_mm, b_mm), start, stop, grad_values[start:stop])
+                dz = kept if kept is not None else plan.reduce(plan.logits(h, w_mm, b_mm), start, stop, True)[1]
+                dz.mul_(grad_values[start:stop].to(dz.dtype).unsqueeze(-1))
                 dz_mm = dz.to(plan.mm_dtype)
                 if need_hidden:
                     d_hidden[start:stop] = (dz_mm @ w_mm).to(hidden.dtype)
                 if need_weight:
-                    if dz_mm.dtype == acc_dtype:
-                        d_weight.addmm_(dz_mm.t(), h)
-                    else:
-                        for v in range(0, weight.shape[0], block):
-                            d_weight[v:v + block].add_((dz_mm[:, v:v + block].t() @ h).to(acc_dtype))
+                    d_weight = _add_weight_grad(d_weight, dz_mm, h, acc_dtype, weight.shape, block)
                 if need_bias:
                     d_bias.add_(dz.sum(dim=0).to(acc_dtype))
+        if grouped:
+            group.keep(d_weight)
+            d_weight = None
+        elif need_weight and d_weight is None:                      # no rows
+            d_weight = torch.zeros(weight.shape, dtype=acc_dtype, device=weight.device)
         return (d_hidden,
                 None if d_weight is None else d_weight.to(weight.dtype),
                 None if d_bias is None else d_bias.to(bias.dtype),
@@ -445,6 +548,8 @@ class HeadLogits:
 
 class _NoContext:
     """Stands in for autograd's ctx when the forward runs alone (no gradient needed)."""
+
+    row_grads = None
 
     def save_for_backward(self, *tensors) -> None:
         pass
