@@ -120,6 +120,46 @@ def test_activation_checkpointing_really_runs(tiny_model_dir, data, tmp_path, mo
         torch.testing.assert_close(w_on[k], w_off[k], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "activation-checkpointing"])
+def test_the_step_runs_lean_layers_with_the_same_update(checkpointing, tiny_model_dir, data, tmp_path, monkeypatch):
+    """Every decoder block's feed-forward runs through obliviate.lean in the training step (forward, and the
+    recomputation under activation checkpointing), so does the tied embedding's lookup (once: it is not
+    recomputed), and one ME+GD step
+    updates every weight as the model run as written does (both contexts replaced by no-ops), within float32
+    rounding."""
+    from contextlib import nullcontext
+
+    import obliviate.lean
+    import obliviate.training.trainer
+
+    calls, lookups = [], []
+    original, lookup = obliviate.lean._lean_forward, obliviate.lean._lookup_forward
+
+    def counting(self, x):
+        calls.append(torch.is_grad_enabled())
+        return original(self, x)
+
+    def counting_lookup(self, ids):
+        lookups.append(torch.is_grad_enabled())
+        return lookup(self, ids)
+
+    monkeypatch.setattr(obliviate.lean, "_lean_forward", counting)
+    monkeypatch.setattr(obliviate.lean, "_lookup_forward", counting_lookup)
+    train = {"gradient_checkpointing": True} if checkpointing else {}
+    lean = unlearn(_cfg(tmp_path / "lean", tiny_model_dir, data, "ME+GD", **train))
+    layers = len(load_file(str(tiny_model_dir / "model.safetensors")).keys() & {
+        f"model.layers.{i}.mlp.down_proj.weight" for i in range(64)})
+    assert layers > 0 and calls.count(True) == layers * (2 if checkpointing else 1) and lookups.count(True) == 1
+    monkeypatch.setattr(obliviate.training.trainer, "lean_swiglu", lambda model: nullcontext())
+    monkeypatch.setattr(obliviate.training.trainer, "lean_tied_embedding", lambda model: nullcontext())
+    plain = unlearn(_cfg(tmp_path / "plain", tiny_model_dir, data, "ME+GD", **train))
+    assert calls.count(True) == layers * (2 if checkpointing else 1) and lookups.count(True) == 1
+    w0, w_lean, w_plain = load_file(str(tiny_model_dir / "model.safetensors")), _weights(lean), _weights(plain)
+    assert max(float((w_plain[k] - w0[k]).abs().max()) for k in w0) > 1e-4, "the step changed nothing"
+    for k in w_plain:
+        torch.testing.assert_close(w_lean[k], w_plain[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
 def test_rmu_step_is_the_same_packed_padded_and_checkpointed(tiny_model_dir, data, tmp_path):
     """RMU reads decoder block 1's output through a hook, from the model and from its frozen reference: packed and
     padded parts give the same block outputs, so the same update, and so does activation checkpointing (the block

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -57,6 +57,7 @@ from obliviate.objectives import (DEFAULT_CHUNK_SIZE, HeadLogits, ObjectiveParam
                                   UnlearningInputs, compute_objective, get_forget, get_regularizer, new_states,
                                   required_inputs)
 from obliviate.objectives.registry import coerce_params
+from obliviate.lean import lean_swiglu, lean_tied_embedding
 from obliviate.training.data import UnlearningDataset
 from obliviate.training.distributed import prepare_reference
 
@@ -240,6 +241,10 @@ class UnlearningTrainer(Trainer):
             self.reference_model = None
             gc.collect()
         self._plan = self._forward_plan(self.accelerator.unwrap_model(self.model), reference=False, name="model")
+        # SwiGLU blocks keep two of their four activations and a tied embedding adds its gradient into the output
+        # layer's buffer (obliviate.lean); sharded engines gather weights in the modules' own hooks, so there the
+        # model runs as written.
+        self._lean_mlp = not self._sharded()
         self._ref_plan = None
         if objective.reads_reference_each_step:
             ref, ctx = self._reference_context()
@@ -421,16 +426,26 @@ class UnlearningTrainer(Trainer):
         return (loss, logits) if return_outputs else loss
 
     # -- the non-finite guard's view of each step ----------------------------------------------------------
+    def _step_context(self) -> ExitStack:
+        """Packed rows attending per sequence, lean SwiGLU blocks and tied embedding: switched for the whole step,
+        so that layers recomputed in backward (activation checkpointing) run what their forward ran."""
+        stack = ExitStack()
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if self._plan[1]:
+            stack.enter_context(packed_attention(unwrapped))
+        if self._lean_mlp:
+            stack.enter_context(lean_swiglu(unwrapped))
+            stack.enter_context(lean_tied_embedding(unwrapped))
+        return stack
+
     def training_step(self, model, inputs, num_items_in_batch=None):
-        # Packed rows attend per sequence for the whole step, so that layers recomputed in backward (activation
-        # checkpointing) run the attention their forward ran.
-        attention = packed_attention(self.accelerator.unwrap_model(self.model)) if self._plan[1] else nullcontext()
+        context = self._step_context()
         guard = self.nonfinite_guard
         if guard is None:
-            with attention:
+            with context:
                 return super().training_step(model, inputs, num_items_in_batch)
         before = {name: len(values) for name, values in self._term_values.items()}
-        with attention:
+        with context:
             loss = super().training_step(model, inputs, num_items_in_batch)
         fresh = [name for name, values in self._term_values.items() if len(values) > before.get(name, 0)]
         loss, drop = guard.after_micro_step(loss, {name: self._term_values[name][-1] for name in fresh})
