@@ -41,6 +41,10 @@ with a padding mask; ``tests/unit/test_memory.py`` checks these counts against w
 - LoRA adds, per adapted linear layer, a float32 copy of its input when the base is 16-bit (PEFT runs the
   adapters in float32) and the rank-r intermediate.
 
+The trainer runs Llama-style SwiGLU blocks lean (``obliviate.lean``: no autocast, weights not sharded by ZeRO-3 or
+FSDP, projections not LoRA-adapted): a block keeps gate and up only, 2I instead of 4I (2I instead of 3I with LoRA
+elsewhere, where the frozen down projection keeps no input).
+
 With gradient checkpointing (every decoder layer) only each layer's input is kept, H per token per layer,
 and one layer's activations are rebuilt at a time during backward.
 
@@ -52,8 +56,8 @@ logits and two log-softmax buffers per KL token. With ``loss_chunk = c > 0`` (th
 labelled tokens at a time and recomputed in backward): the labelled positions' final hidden states and their
 gradient, the gradient of the final norm's output, and two float32 c×V buffers (three with a KL reference,
 whose labelled hidden states are kept too). When the output layer trains, the chunked path also sums its weight's
-gradient over the chunks in a float32 V×H accumulator ("output-layer gradient accumulator"; none when one
-float32 reduction's accumulator simply becomes the gradient); with 16-bit products it adds a 16-bit V×H copy (the
+gradient over the chunks in a float32 V×H accumulator ("output-layer gradient accumulator"; none for float32
+weights, whose reductions share one that becomes the gradient); with 16-bit products it adds a 16-bit V×H copy (the
 accumulator cast back to 16-bit weights, or the float32 weight cast for autocast) and, per block of vocabulary
 rows, the 16-bit product and its float32 copy (6·c·V bytes).
 
@@ -135,6 +139,8 @@ class ModelShape:
     intermediate_size: int
     # (module name, in_features, out_features) of every linear layer LoRA may adapt (the output head excluded)
     linear_layers: tuple[tuple[str, int, int], ...] = field(repr=False, default=())
+    # Whether the decoder's feed-forward blocks are SwiGLU blocks the trainer runs lean (obliviate.lean)
+    swiglu_blocks: bool = False
 
     def lora_parameters(self, rank: int, targets: str | list[str] = "all-linear") -> int:
         """Trainable parameters of rank-``rank`` LoRA adapters: r·(in + out) per adapted layer, as PEFT builds
@@ -183,13 +189,17 @@ def shape_from_config(config, *, name: str = "model", source: str = "config") ->
     hidden = int(text.hidden_size)
     heads = int(text.num_attention_heads)
     head_dim = int(getattr(text, "head_dim", None) or hidden // heads)
+    from obliviate.lean import eligible
+    swiglu = bool(layers) and all(eligible(m) for layer in layers for m in layer.modules()
+                                  if type(m).__name__.endswith("MLP"))
     return ModelShape(
         name=name, source=source, model_type=str(getattr(config, "model_type", "?")), parameters=parameters,
         linear_parameters=linear_total, embedding_parameters=emb.weight.numel(), largest_layer=largest,
         head_trainable=head.weight.numel() if head is not None else 0,
         vocab_size=int(text.vocab_size), hidden_size=hidden, num_layers=len(layers) or int(text.num_hidden_layers),
         num_heads=heads, head_dim=head_dim,
-        intermediate_size=int(getattr(text, "intermediate_size", 4 * hidden)), linear_layers=tuple(linears))
+        intermediate_size=int(getattr(text, "intermediate_size", 4 * hidden)), linear_layers=tuple(linears),
+        swiglu_blocks=swiglu)
 
 
 def _decoder_layers(model) -> list:
@@ -393,14 +403,19 @@ def layer_activation_bytes(shape: ModelShape, setup: TrainingSetup) -> float:
     small = 4 * (2 + shape.num_heads)         # two float32 rsqrt values and the attention's log-sum-exp per head
     w = _DTYPE_BYTES[setup.weight_dtype]
     autocast = w == 4 and setup.mixed_precision is not None
+    targets = setup.lora_targets if isinstance(setup.lora_targets, str) else list(setup.lora_targets)
+    adapted = shape.lora_inputs_per_layer(targets) if setup.lora_rank else []
+    # Lean SwiGLU blocks (no autocast, weights not sharded, projections not adapted) keep one or two
+    # tokens × intermediate tensors less: the SiLU output, and the product where down_proj's weight trains.
+    lean = (shape.swiglu_blocks and setup.mixed_precision is None and setup.zero < 3
+            and not any(n in ("gate_proj", "up_proj", "down_proj") for n, _ in adapted))
     if not setup.lora_rank:
         if autocast:
             return 26 * H + 8 * q + 8 * I + small
+        mlp = 2 * I if lean else 4 * I
         if w == 4:
-            return 4 * (6 * H + 4 * q + 4 * I) + small
-        return 2 * (8 * H + 4 * q + 4 * I) + small
-    targets = setup.lora_targets if isinstance(setup.lora_targets, str) else list(setup.lora_targets)
-    adapted = shape.lora_inputs_per_layer(targets)
+            return 4 * (6 * H + 4 * q + mlp) + small
+        return 2 * (8 * H + 4 * q + mlp) + small
     r = setup.lora_rank
     if setup.mixed_precision is not None:  # autocast runs the adapters in 16 bits too, whatever the base dtype
         per = 2 * 4 * H + 8 * q + 6 * I + sum(2 * n for _, n in adapted) + 2 * r * len(adapted)
@@ -412,6 +427,8 @@ def layer_activation_bytes(shape: ModelShape, setup: TrainingSetup) -> float:
         per = 2 * 4 * H + 8 * q + 6 * I + sum(4 * n for _, n in adapted) + 4 * r * len(adapted)
     if setup.lora_dropout > 0:                # a dropped-out float32 copy of each adapter's input, and its mask
         per += sum(5 * n for _, n in adapted)
+    if lean:
+        per -= w * I
     return per + small
 
 
@@ -531,14 +548,15 @@ def estimate_memory(shape: ModelShape, setup: TrainingSetup) -> MemoryEstimate:
     loss_b = add("loss buffers", loss, note)
     head_acc = 0
     if s.loss_chunk > 0 and not lora and s.zero == 0:
-        # The chunked output layer sums its weight's gradient over chunks in a float32 V × H accumulator, one
-        # per reduction (a term on a part), alive beside the gradient of the earlier ones (a single reduction's
-        # float32 accumulator becomes the gradient itself). 16-bit products add: the accumulator's cast back to
-        # 16-bit weights, per block of vocabulary rows the 16-bit product and its float32 copy (≈ c × V each),
-        # and under autocast of float32 weights a 16-bit copy of the weight for the products.
+        # The chunked output layer sums its weight's gradient over chunks in a float32 V × H accumulator. For
+        # float32 weights the reductions of a forward share one, which becomes the gradient itself; 16-bit
+        # weights get one per reduction (a term on a part), alive beside the gradient of the earlier ones.
+        # 16-bit products add: the accumulator's cast back to 16-bit weights, per block of vocabulary rows the
+        # 16-bit product and its float32 copy (≈ c × V each), and under autocast of float32 weights a 16-bit
+        # copy of the weight for the products.
         VH = shape.head_trainable
         sixteen_mm = w == 2 or s.mixed_precision is not None
-        head = 0 if (w == 4 and not s.mixed_precision and s.parts == 1) else 4 * VH
+        head = 0 if w == 4 else 4 * VH
         if sixteen_mm:
             c = min(s.loss_chunk, tokens)
             head += 2 * VH + 6 * c * V

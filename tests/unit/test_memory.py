@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from obliviate.lean import lean_swiglu
 from obliviate.memory import (KNOWN_CONFIGS, TrainingSetup, estimate_memory, layer_activation_bytes,
                               shape_from_config)
 
@@ -44,20 +45,21 @@ def test_full_finetuning_one_device_by_hand(llama2):
 
     weights Ψ·2 = 13,476,831,232; AdamW moments Ψ·2·2 = 26,953,662,464; gradients Ψ·2 = 13,476,831,232;
     foreach scratch = one gradient-sized temporary = 13,476,831,232.
-    activations: a layer 2·(8·4096 + 4·4096 + 4·11008) + 4·(2 + 32) = 186,504 B per token; × 32 layers
-    + final norm 8·4096 → 6,000,896 B per token × 1024 tokens = 6,144,917,504.
+    activations: a layer 2·(8·4096 + 4·4096 + 2·11008) + 4·(2 + 32) = 142,472 B per token (lean SwiGLU blocks
+    keep gate and up only); × 32 layers + final norm 8·4096 → 4,591,872 B per token × 1024 tokens
+    = 4,702,076,928.
     loss buffers: bf16 logits + their float32 copy 1024·32000·6 = 196,608,000, labelled rows and their
     gradient 1024·32000·8 = 262,144,000, gradient of the logits 1024·32000·4 = 131,072,000 → 589,824,000.
     forward/backward: weights + moments + activations + loss + the head's gradient 131,072,000·2
-    = 47,427,379,200; optimizer step: weights + moments + gradients + scratch = 67,384,156,160 (the peak)."""
+    = 45,984,538,624; optimizer step: weights + moments + gradients + scratch = 67,384,156,160 (the peak)."""
     est = estimate_memory(llama2, TrainingSetup(batch_size=1, seq_len=512, parts=2, weight_dtype="bfloat16"))
     assert est.get("weights") == 13_476_831_232
     assert est.get("optimizer states") == 26_953_662_464
     assert est.get("gradients") == 13_476_831_232
     assert est.get("optimizer scratch") == 13_476_831_232
-    assert est.activations_full == 6_144_917_504 == est.activations
+    assert est.activations_full == 4_702_076_928 == est.activations
     assert est.get("loss buffers") == 589_824_000
-    assert est.forward_backward == 47_427_379_200
+    assert est.forward_backward == 45_984_538_624
     assert est.optimizer_step == 67_384_156_160 == est.peak
 
 
@@ -93,8 +95,9 @@ def test_sharding_and_lora_shrink_the_estimate(llama3):
 
 
 def _saved_bytes_per_layer(model, ids, attention_mask, autocast=None) -> list[int]:
-    """Bytes of the tensors each decoder layer saves for backward, per token. Parameters, their views and their
-    autocast copies (weight-shaped; counted by the estimate once per model, not per token) are excluded."""
+    """Bytes of the tensors each decoder layer saves for backward, per token, with the SwiGLU blocks switched as
+    the trainer's step switches them (obliviate.lean). Parameters, their views and their autocast copies
+    (weight-shaped; counted by the estimate once per model, not per token) are excluded."""
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     weight_shapes = {tuple(p.shape) for p in model.parameters()} | {tuple(p.shape)[::-1] for p in model.parameters()}
     seen: dict[int, tuple[int, int]] = {}
@@ -110,7 +113,7 @@ def _saved_bytes_per_layer(model, ids, attention_mask, autocast=None) -> list[in
         layer.register_forward_pre_hook(lambda m, a, i=i: where.__setitem__(0, i))
         layer.register_forward_hook(lambda m, a, o: where.__setitem__(0, -1))
     ctx = torch.autocast("cpu", dtype=autocast) if autocast else torch.autocast("cpu", enabled=False)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), ctx:
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), ctx, lean_swiglu(model):
         model(input_ids=ids, attention_mask=attention_mask)
     per = [0] * len(model.model.layers)
     for nbytes, layer in seen.values():
@@ -121,9 +124,10 @@ def _saved_bytes_per_layer(model, ids, attention_mask, autocast=None) -> list[in
 @pytest.mark.parametrize("dtype,autocast,lora", [
     (torch.float32, None, False), (torch.bfloat16, None, False), (torch.float32, torch.bfloat16, False),
     (torch.bfloat16, torch.bfloat16, False), (torch.float32, None, True), (torch.bfloat16, None, True),
-    (torch.float32, torch.bfloat16, True), (torch.bfloat16, torch.bfloat16, True)],
+    (torch.float32, torch.bfloat16, True), (torch.bfloat16, torch.bfloat16, True), (torch.float32, None, "attn"),
+    (torch.bfloat16, None, "attn")],
     ids=["fp32", "bf16", "fp32-autocast", "bf16-autocast", "fp32-lora", "bf16-lora", "fp32-autocast-lora",
-         "bf16-autocast-lora"])
+         "bf16-autocast-lora", "fp32-lora-attention", "bf16-lora-attention"])
 def test_layer_activations_match_what_autograd_saves(dtype, autocast, lora):
     """Per token and layer, the formula is within 3 % of the bytes autograd keeps (the rest: the attention
     mask, B·T·T values per layer, which the estimate leaves out). With LoRA the first layer keeps less: its
@@ -136,10 +140,12 @@ def test_layer_activations_match_what_autograd_saves(dtype, autocast, lora):
     model = LlamaForCausalLM(LlamaConfig(**raw, attn_implementation="sdpa")).to(dtype)
     if lora:
         from obliviate.models import LoraSettings, apply_lora
-        model = apply_lora(model, LoraSettings(r=4)).base_model.model
+        targets = ["q_proj", "v_proj"] if lora == "attn" else "all-linear"    # "attn": the SwiGLU blocks stay lean
+        model = apply_lora(model, LoraSettings(r=4, target_modules=targets)).base_model.model
     shape = shape_from_config({"model_type": "llama", **raw})
     setup = TrainingSetup(weight_dtype={torch.float32: "float32", torch.bfloat16: "bfloat16"}[dtype],
-                          mixed_precision="bf16" if autocast else None, lora_rank=4 if lora else None)
+                          mixed_precision="bf16" if autocast else None, lora_rank=4 if lora else None,
+                          lora_targets=("q_proj", "v_proj") if lora == "attn" else "all-linear")
     B, T = 2, 64
     ids = torch.randint(0, 500, (B, T), generator=torch.Generator().manual_seed(0))
     mask = torch.ones(B, T, dtype=torch.long)
@@ -212,16 +218,18 @@ def test_chunked_loss_buffers_by_hand(llama3):
 def test_chunked_output_layer_gradient_accumulator_by_hand(llama3):
     """The chunked loss sums the output layer's gradient over chunks in a float32 V × H accumulator:
     V · H = 128,256 · 4096 = 525,336,576. bf16 weights: 4 B + its 2 B cast back + the per-block 16-bit product and
-    its float32 copy 6 · 512 · 128,256 = 394,002,432 → 3,546,021,888. float32 weights, two parts: 4 B →
-    2,101,346,304. float32 weights, one part (one reduction, whose accumulator becomes the gradient): 0. LoRA
-    (frozen output layer) and materialised logits: no accumulator."""
+    its float32 copy 6 · 512 · 128,256 = 394,002,432 → 3,546,021,888. float32 weights, one part or two: 0 (the
+    reductions share one float32 buffer, which becomes the gradient); under bf16 autocast: the weight's 16-bit copy
+    2 B + the per-block products → 1,444,675,584. LoRA (frozen output layer) and materialised logits: no
+    accumulator."""
     base = dict(batch_size=4, seq_len=512, parts=2, labelled_fraction=0.5, loss_chunk=512)
     bf16 = estimate_memory(llama3, TrainingSetup(**base, weight_dtype="bfloat16"))
     assert bf16.get("output-layer gradient accumulator") == 3_546_021_888
     fp32 = estimate_memory(llama3, TrainingSetup(**base, weight_dtype="float32"))
-    assert fp32.get("output-layer gradient accumulator") == 2_101_346_304
     single = estimate_memory(llama3, TrainingSetup(**{**base, "parts": 1}, weight_dtype="float32"))
-    assert single.get("output-layer gradient accumulator") == 0
+    assert fp32.get("output-layer gradient accumulator") == 0 == single.get("output-layer gradient accumulator")
+    autocast = estimate_memory(llama3, TrainingSetup(**base, weight_dtype="float32", mixed_precision="bf16"))
+    assert autocast.get("output-layer gradient accumulator") == 1_444_675_584
     lora = estimate_memory(llama3, TrainingSetup(**base, weight_dtype="bfloat16", lora_rank=8))
     materialised = estimate_memory(llama3, TrainingSetup(**{**base, "loss_chunk": 0}, weight_dtype="bfloat16"))
     assert lora.get("output-layer gradient accumulator") == 0 == materialised.get("output-layer gradient accumulator")
