@@ -243,3 +243,32 @@ def test_npo_makes_no_reference_copy_and_kl_keeps_one(tiny_model_dir, data, tmp_
     examples = [{"input_ids": e.input_ids, "labels": e.labels} for e in (fmt.encode(q, a) for q, a in FORGET)]
     expected, _ = sequence_logprobs(original(model), examples, pad_token_id=tok.pad_token_id)
     assert cached[0]["forget"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_adamw_states_are_compacted_on_the_cpu_with_the_same_update(tiny_model_dir, data, tmp_path, monkeypatch):
+    """After the first step the trainer's AdamW keeps each kind of state in one buffer (training/compact.py);
+    three steps land on exactly the weights of a run that keeps them apart."""
+    import obliviate.training.trainer as trainer_module
+
+    optimizers = []
+    original = UnlearningTrainer.create_optimizer
+
+    def spy(self, *args, **kwargs):
+        optimizer = original(self, *args, **kwargs)
+        optimizers.append(optimizer)
+        return optimizer
+
+    monkeypatch.setattr(UnlearningTrainer, "create_optimizer", spy)
+    common = {"max_steps": 3, "learning_rate": 1e-3, "optim": "adamw_torch_fused"}
+    compacted = unlearn(_cfg(tmp_path / "compacted", tiny_model_dir, data, "ME+GD", **common))
+    monkeypatch.setattr(trainer_module, "compact_after_first_step", lambda optimizer: None)
+    apart = unlearn(_cfg(tmp_path / "apart", tiny_model_dir, data, "ME+GD", **common))
+    storages = [{key: {s[key].untyped_storage().data_ptr() for s in opt.state.values()} for key in
+                 ("exp_avg", "exp_avg_sq")} for opt in optimizers]
+    assert all(len(ptrs) == 1 for ptrs in storages[0].values())
+    assert all(len(ptrs) > 1 for ptrs in storages[1].values())
+    w_compacted, w_apart = _weights(compacted), _weights(apart)
+    w0 = load_file(str(tiny_model_dir / "model.safetensors"))
+    assert max(float((w_apart[k] - w0[k]).abs().max()) for k in w0) > 1e-4
+    for k in w_apart:
+        assert torch.equal(w_compacted[k], w_apart[k]), k

@@ -58,6 +58,7 @@ from obliviate.objectives import (DEFAULT_CHUNK_SIZE, HeadLogits, ObjectiveParam
                                   required_inputs)
 from obliviate.objectives.registry import coerce_params
 from obliviate.lean import lean_swiglu, lean_tied_embedding
+from obliviate.training.compact import compact_after_first_step
 from obliviate.training.data import UnlearningDataset
 from obliviate.training.distributed import prepare_reference
 
@@ -437,6 +438,13 @@ class UnlearningTrainer(Trainer):
             stack.enter_context(lean_swiglu(unwrapped))
             stack.enter_context(lean_tied_embedding(unwrapped))
         return stack
+
+    def create_optimizer(self, *args, **kwargs):
+        fresh = self.optimizer is None
+        optimizer = super().create_optimizer(*args, **kwargs)
+        if fresh and not self._sharded() and all(p.device.type == "cpu" for p in self.model.parameters()):
+            compact_after_first_step(optimizer)     # one buffer per kind of state (training/compact.py)
+        return optimizer
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         context = self._step_context()
