@@ -15,6 +15,12 @@ projections are plain ``nn.Linear`` layers (not adapters, not quantized), and no
 projections (sharding and offloading engines attach theirs there). Under autocast, and without gradients, a
 block runs as written.
 
+**RMSNorms keep their input only.** transformers' Llama-style RMSNorm, ``w ⊙ (x · r)`` with
+``r = 1/sqrt(mean(x²) + ε)`` computed in float32, keeps for backward its (float32) input, ``r`` and the normalised
+``x · r`` — the last one ``tokens × hidden`` per norm, two norms a layer. :func:`lean_rmsnorm` runs such norms
+(:data:`RMSNORMS`) through one autograd function that keeps the input as it came and ``r``, and forms ``x · r``
+again in backward. Same rules as for the SwiGLU blocks: no hooks, no autocast, gradients enabled.
+
 **A tied input embedding adds its gradient into the output layer's buffer.** Where the input embedding and the
 output layer are one matrix (SmolLM2, Llama-3.2-1B), the embedding lookup's backward builds a dense
 ``V × H`` gradient (zero-filled, then the looked-up rows added) and autograd adds it to the output layer's. With
@@ -39,6 +45,9 @@ from obliviate.objectives import forget_grouped_weight, grouped_weight
 SWIGLU_BLOCKS = frozenset({"LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP"})
 
 _ACTIVATIONS = frozenset({"SiLU", "SiLUActivation"})
+
+#: transformers' norm classes whose forward is ``weight * (x.float() * rsqrt(mean(x.float()²) + eps)).to(x.dtype)``.
+RMSNORMS = frozenset({"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm"})
 
 
 class _SwiGLUDown(torch.autograd.Function):
@@ -106,6 +115,62 @@ def lean_swiglu(model: nn.Module):
     finally:
         for block in blocks:
             del block.forward
+
+
+class _RMSNorm(torch.autograd.Function):
+    """``weight * (x32 * r).to(x.dtype)``, ``r = rsqrt(mean(x32²) + eps)``, ``x32 = x.float()``; keeps ``x`` and ``r``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, eps: float) -> Tensor:
+        x32 = x.to(torch.float32)
+        r = torch.rsqrt(x32.pow(2).mean(-1, keepdim=True).add_(eps))
+        ctx.save_for_backward(x, r, weight)
+        return weight * (x32 * r).to(x.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        x, r, weight = ctx.saved_tensors
+        need_x, need_weight, _ = ctx.needs_input_grad
+        x32 = x.to(torch.float32)
+        normed = (x32 * r).to(x.dtype)
+        d_weight = None
+        if need_weight:      # as autograd's mul: the product in the promoted dtype, summed to the weight's shape
+            d_weight = (grad_out * normed).sum_to_size(weight.shape).to(weight.dtype)
+        d_x = None
+        if need_x:
+            # d(x·r)/dx with r = (mean(x²) + ε)^(-1/2):  g·r − x·r³·mean(g·x)
+            g = (grad_out * weight).to(x.dtype).to(torch.float32)
+            dot = (g * x32).sum(-1, keepdim=True)
+            d_x = (g * r).sub_(x32 * (dot * r.pow(3) / x.shape[-1])).to(x.dtype)
+        return d_x, d_weight, None
+
+
+def _norm_forward(self: nn.Module, x: Tensor) -> Tensor:
+    if not torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type):
+        return type(self).forward(self, x)
+    return _RMSNorm.apply(x, self.weight, self.variance_epsilon)
+
+
+def norm_eligible(module: nn.Module) -> bool:
+    """Whether ``module`` is an RMSNorm that :func:`lean_rmsnorm` runs the lean way."""
+    return (type(module).__name__ in RMSNORMS and not _hooked(module)
+            and isinstance(getattr(module, "weight", None), nn.Parameter)
+            and isinstance(getattr(module, "variance_epsilon", None), float))
+
+
+@contextmanager
+def lean_rmsnorm(model: nn.Module):
+    """Within the context, ``model``'s eligible RMSNorms keep their input and ``r`` only; yields how many norms
+    that is. Their forward is restored on exit, also after an exception."""
+    norms = [m for m in model.modules() if norm_eligible(m)]
+    for norm in norms:
+        norm.forward = types.MethodType(_norm_forward, norm)
+    try:
+        yield len(norms)
+    finally:
+        for norm in norms:
+            del norm.forward
 
 
 class _GroupedLookup(torch.autograd.Function):

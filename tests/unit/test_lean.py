@@ -1,5 +1,5 @@
-"""Layers that keep less for backward (obliviate.lean): SwiGLU blocks that keep two activations and a tied
-embedding that adds into the output layer's gradient buffer give the plain path's values and gradients, keep less,
+"""Layers that keep less for backward (obliviate.lean): SwiGLU blocks that keep two activations, RMSNorms that
+keep their input only, and a tied embedding that adds into the output layer's gradient buffer give the plain path's values and gradients, keep less,
 and are left as they were outside the context or where they are not eligible."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import pytest
 import torch
 import transformers as T
 
-from obliviate.lean import eligible, lean_swiglu, lean_tied_embedding, tied_embedding
+from obliviate.lean import (_RMSNorm, eligible, lean_rmsnorm, lean_swiglu, lean_tied_embedding, norm_eligible,
+                            tied_embedding)
 
 F64 = torch.float64
 
@@ -221,3 +222,110 @@ def test_a_grouped_lookup_gives_nothing_to_a_backward_that_does_not_ask_for_the_
     _, _, again, _ = _chunked_step(model, lean=True)
     torch.testing.assert_close(again["model.embed_tokens.weight"], grads["model.embed_tokens.weight"],
                                rtol=1e-12, atol=1e-12)
+
+
+# -- RMSNorms that keep their input only ------------------------------------------------------------------------
+
+def _norm_run(model, ids, *, lean: bool):
+    model.zero_grad(set_to_none=True)
+    ctx = lean_rmsnorm(model) if lean else contextlib.nullcontext()
+    with ctx:
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "activation-checkpointing"])
+def test_lean_norms_give_the_norms_values_and_gradients(checkpointing):
+    """float64: loss bit-equal, every gradient (norm weights included) within 1e-12; with the SwiGLU blocks lean too."""
+    model = _model(checkpointing=checkpointing)
+    ids = torch.randint(0, 64, (2, 9), generator=torch.Generator().manual_seed(3))
+    loss, grads = _norm_run(model, ids, lean=False)
+    with lean_rmsnorm(model) as norms:
+        assert norms == 2 * 2 + 1                             # two per layer and the final one
+    lean_loss, lean_grads = _norm_run(model, ids, lean=True)
+    assert torch.equal(lean_loss, loss)
+    assert any("layernorm" in n for n in grads) and grads.keys() == lean_grads.keys()
+    for name, g in grads.items():
+        torch.testing.assert_close(lean_grads[name], g, rtol=1e-12, atol=1e-12, msg=name)
+    model.zero_grad(set_to_none=True)
+    with lean_rmsnorm(model), lean_swiglu(model):
+        both = model(input_ids=ids, labels=ids).loss
+        both.backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name], rtol=1e-12, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("weight_grad", [True, False], ids=["trained", "frozen"])
+def test_the_norm_function_against_autograd_in_low_precision(dtype, weight_grad):
+    """Input and weight gradients of one norm within the dtype's rounding of the plain module's (float32 math)."""
+    norm = T.models.llama.modeling_llama.LlamaRMSNorm(16, eps=1e-5).to(dtype)
+    with torch.no_grad():
+        norm.weight.copy_(torch.linspace(0.5, 1.5, 16))
+    norm.weight.requires_grad_(weight_grad)
+    x = (torch.randn(3, 5, 16, generator=torch.Generator().manual_seed(4)) * 3).to(dtype).requires_grad_()
+    g = torch.randn(3, 5, 16, generator=torch.Generator().manual_seed(5)).to(dtype)
+    y = norm(x)
+    wanted = torch.autograd.grad(y, [x, norm.weight] if weight_grad else [x], g)
+    y_lean = _RMSNorm.apply(x, norm.weight, norm.variance_epsilon)
+    assert torch.equal(y_lean, y)
+    got = torch.autograd.grad(y_lean, [x, norm.weight] if weight_grad else [x], g)
+    tol = {torch.float32: 1e-5, torch.bfloat16: 2e-2}[dtype]
+    for a, b in zip(got, wanted):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+def test_lean_norms_keep_one_hidden_sized_tensor_less_per_norm():
+    """Full training of a float64 model (whose norms compute in float32): each norm stops keeping the normalised
+    x·r and the float32 copy of its input, and keeps its input as it came instead."""
+    model = _model()
+    total = {}
+    ids = torch.randint(0, 64, (2, 9), generator=torch.Generator().manual_seed(2))
+    for lean in (False, True):
+        sizes = []
+
+        def pack(t):
+            sizes.append(t.numel() * t.element_size())
+            return t
+
+        ctx = lean_rmsnorm(model) if lean else contextlib.nullcontext()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), ctx:
+            model(input_ids=ids, labels=ids).loss
+        total[lean] = sum(sizes)
+    norms = 2 * model.config.num_hidden_layers + 1
+    # as written (counted per save): pow and mul keep the float32 copy x32, rsqrt and mul r (float32), the weight
+    # product the weight and (x32·r) cast back to float64; lean: x (float64), r and the weight
+    T, H = 2 * 9, model.config.hidden_size
+    plain_norm = 2 * T * H * 4 + 2 * T * 4 + H * 8 + T * H * 8
+    lean_norm = T * H * 8 + T * 4 + H * 8
+    assert total[False] - total[True] == norms * (plain_norm - lean_norm)
+
+
+def test_norms_left_alone_where_they_must_be():
+    model = _model()
+    norm = model.model.layers[0].input_layernorm
+    assert norm_eligible(norm)
+    handle = norm.register_forward_pre_hook(lambda *a: None)
+    assert not norm_eligible(norm)
+    with lean_rmsnorm(model) as count:
+        assert count == 4 and "forward" not in norm.__dict__
+    handle.remove()
+    with pytest.raises(RuntimeError, match="boom"):
+        with lean_rmsnorm(model):
+            assert "forward" in norm.__dict__
+            raise RuntimeError("boom")
+    assert "forward" not in norm.__dict__
+    ids = torch.randint(0, 64, (1, 5))
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+    with lean_rmsnorm(model):
+        with torch.no_grad():
+            assert torch.equal(model(input_ids=ids).logits, plain)
+        x = torch.randn(2, 32, dtype=F64, requires_grad=True)
+        out = norm(x)
+        assert type(out.grad_fn).__name__ == "_RMSNormBackward"
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert type(norm(x.float()).grad_fn).__name__ != "_RMSNormBackward"
+    assert not norm_eligible(T.models.gemma.modeling_gemma.GemmaRMSNorm(8))

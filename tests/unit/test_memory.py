@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from obliviate.lean import lean_swiglu
+from obliviate.lean import lean_rmsnorm, lean_swiglu
 from obliviate.memory import (KNOWN_CONFIGS, TrainingSetup, estimate_memory, layer_activation_bytes,
                               shape_from_config)
 
@@ -45,21 +45,21 @@ def test_full_finetuning_one_device_by_hand(llama2):
 
     weights Ψ·2 = 13,476,831,232; AdamW moments Ψ·2·2 = 26,953,662,464; gradients Ψ·2 = 13,476,831,232;
     foreach scratch = one gradient-sized temporary = 13,476,831,232.
-    activations: a layer 2·(8·4096 + 4·4096 + 2·11008) + 4·(2 + 32) = 142,472 B per token (lean SwiGLU blocks
-    keep gate and up only); × 32 layers + final norm 8·4096 → 4,591,872 B per token × 1024 tokens
-    = 4,702,076,928.
+    activations: a layer 2·(4·4096 + 4·4096 + 2·11008) + 4·(2 + 32) = 109,704 B per token (lean SwiGLU blocks
+    keep gate and up only, lean RMSNorms their bf16 input); × 32 layers + final norm 2·2·4096 → 3,526,912 B per
+    token × 1024 tokens = 3,611,557,888.
     loss buffers: bf16 logits + their float32 copy 1024·32000·6 = 196,608,000, labelled rows and their
     gradient 1024·32000·8 = 262,144,000, gradient of the logits 1024·32000·4 = 131,072,000 → 589,824,000.
     forward/backward: weights + moments + activations + loss + the head's gradient 131,072,000·2
-    = 45,984,538,624; optimizer step: weights + moments + gradients + scratch = 67,384,156,160 (the peak)."""
+    = 44,894,019,584; optimizer step: weights + moments + gradients + scratch = 67,384,156,160 (the peak)."""
     est = estimate_memory(llama2, TrainingSetup(batch_size=1, seq_len=512, parts=2, weight_dtype="bfloat16"))
     assert est.get("weights") == 13_476_831_232
     assert est.get("optimizer states") == 26_953_662_464
     assert est.get("gradients") == 13_476_831_232
     assert est.get("optimizer scratch") == 13_476_831_232
-    assert est.activations_full == 4_702_076_928 == est.activations
+    assert est.activations_full == 3_611_557_888 == est.activations
     assert est.get("loss buffers") == 589_824_000
-    assert est.forward_backward == 45_984_538_624
+    assert est.forward_backward == 44_894_019_584
     assert est.optimizer_step == 67_384_156_160 == est.peak
 
 
@@ -95,8 +95,8 @@ def test_sharding_and_lora_shrink_the_estimate(llama3):
 
 
 def _saved_bytes_per_layer(model, ids, attention_mask, autocast=None) -> list[int]:
-    """Bytes of the tensors each decoder layer saves for backward, per token, with the SwiGLU blocks switched as
-    the trainer's step switches them (obliviate.lean). Parameters, their views and their autocast copies
+    """Bytes of the tensors each decoder layer saves for backward, per token, with the SwiGLU blocks and RMSNorms
+    switched as the trainer's step switches them (obliviate.lean). Parameters, their views and their autocast copies
     (weight-shaped; counted by the estimate once per model, not per token) are excluded."""
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     weight_shapes = {tuple(p.shape) for p in model.parameters()} | {tuple(p.shape)[::-1] for p in model.parameters()}
@@ -113,7 +113,7 @@ def _saved_bytes_per_layer(model, ids, attention_mask, autocast=None) -> list[in
         layer.register_forward_pre_hook(lambda m, a, i=i: where.__setitem__(0, i))
         layer.register_forward_hook(lambda m, a, o: where.__setitem__(0, -1))
     ctx = torch.autocast("cpu", dtype=autocast) if autocast else torch.autocast("cpu", enabled=False)
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), ctx, lean_swiglu(model):
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), ctx, lean_swiglu(model), lean_rmsnorm(model):
         model(input_ids=ids, attention_mask=attention_mask)
     per = [0] * len(model.model.layers)
     for nbytes, layer in seen.values():

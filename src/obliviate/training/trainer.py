@@ -57,7 +57,7 @@ from obliviate.objectives import (DEFAULT_CHUNK_SIZE, HeadLogits, ObjectiveParam
                                   UnlearningInputs, compute_objective, get_forget, get_regularizer, new_states,
                                   required_inputs)
 from obliviate.objectives.registry import coerce_params
-from obliviate.lean import lean_swiglu, lean_tied_embedding
+from obliviate.lean import lean_rmsnorm, lean_swiglu, lean_tied_embedding
 from obliviate.training.compact import compact_after_first_step
 from obliviate.training.data import UnlearningDataset
 from obliviate.training.distributed import prepare_reference
@@ -242,10 +242,10 @@ class UnlearningTrainer(Trainer):
             self.reference_model = None
             gc.collect()
         self._plan = self._forward_plan(self.accelerator.unwrap_model(self.model), reference=False, name="model")
-        # SwiGLU blocks keep two of their four activations and a tied embedding adds its gradient into the output
-        # layer's buffer (obliviate.lean); sharded engines gather weights in the modules' own hooks, so there the
-        # model runs as written.
-        self._lean_mlp = not self._sharded()
+        # SwiGLU blocks keep two of their four activations, RMSNorms their input only, and a tied embedding adds
+        # its gradient into the output layer's buffer (obliviate.lean); sharded engines gather weights in the
+        # modules' own hooks, so there the model runs as written.
+        self._lean_layers = not self._sharded()
         self._ref_plan = None
         if objective.reads_reference_each_step:
             ref, ctx = self._reference_context()
@@ -428,14 +428,15 @@ class UnlearningTrainer(Trainer):
 
     # -- the non-finite guard's view of each step ----------------------------------------------------------
     def _step_context(self) -> ExitStack:
-        """Packed rows attending per sequence, lean SwiGLU blocks and tied embedding: switched for the whole step,
-        so that layers recomputed in backward (activation checkpointing) run what their forward ran."""
+        """Packed rows attending per sequence, lean SwiGLU blocks, RMSNorms and tied embedding: switched for the
+        whole step, so that layers recomputed in backward (activation checkpointing) run what their forward ran."""
         stack = ExitStack()
         unwrapped = self.accelerator.unwrap_model(self.model)
         if self._plan[1]:
             stack.enter_context(packed_attention(unwrapped))
-        if self._lean_mlp:
+        if self._lean_layers:
             stack.enter_context(lean_swiglu(unwrapped))
+            stack.enter_context(lean_rmsnorm(unwrapped))
             stack.enter_context(lean_tied_embedding(unwrapped))
         return stack
 
