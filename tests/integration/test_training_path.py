@@ -246,7 +246,7 @@ def test_npo_makes_no_reference_copy_and_kl_keeps_one(tiny_model_dir, data, tmp_
 
 
 def test_adamw_states_are_compacted_on_the_cpu_with_the_same_update(tiny_model_dir, data, tmp_path, monkeypatch):
-    """After the first step the trainer's AdamW keeps each kind of state in one buffer (training/compact.py);
+    """From the first step the trainer's AdamW keeps each kind of state in one buffer (training/compact.py);
     three steps land on exactly the weights of a run that keeps them apart."""
     import obliviate.training.trainer as trainer_module
 
@@ -261,7 +261,7 @@ def test_adamw_states_are_compacted_on_the_cpu_with_the_same_update(tiny_model_d
     monkeypatch.setattr(UnlearningTrainer, "create_optimizer", spy)
     common = {"max_steps": 3, "learning_rate": 1e-3, "optim": "adamw_torch_fused"}
     compacted = unlearn(_cfg(tmp_path / "compacted", tiny_model_dir, data, "ME+GD", **common))
-    monkeypatch.setattr(trainer_module, "compact_after_first_step", lambda optimizer: None)
+    monkeypatch.setattr(trainer_module, "flat_states_from_first_step", lambda optimizer: None)
     apart = unlearn(_cfg(tmp_path / "apart", tiny_model_dir, data, "ME+GD", **common))
     storages = [{key: {s[key].untyped_storage().data_ptr() for s in opt.state.values()} for key in
                  ("exp_avg", "exp_avg_sq")} for opt in optimizers]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import obliviate.training.compact as compact
-from obliviate.training.compact import compact_after_first_step, compact_states
+from obliviate.training.compact import compact_states, create_adam_states, flat_states_from_first_step
 
 
 def _params(seed=0):
@@ -27,7 +27,7 @@ def _run(make, steps, *, compact_first=False, checkpoint_at=None):
     params = _params()
     opt = make(params)
     if compact_first:
-        compact_after_first_step(opt)
+        flat_states_from_first_step(opt)
     for step in range(steps):
         if step == checkpoint_at:
             buf = io.BytesIO()
@@ -36,7 +36,7 @@ def _run(make, steps, *, compact_first=False, checkpoint_at=None):
             opt = make(params)
             opt.load_state_dict(torch.load(buf, weights_only=True))
             if compact_first:
-                compact_after_first_step(opt)
+                flat_states_from_first_step(opt)
         for p, g in zip(params, _grads(params, step)):
             p.grad = g
         opt.step()
@@ -73,15 +73,48 @@ def test_compacted_states_step_exactly_as_separate_ones(name):
                 assert type(lean_opt.state[p][key]) is type(v) and lean_opt.state[p][key].dtype == v.dtype
 
 
-def test_compaction_happens_once_after_the_step_that_creates_the_states():
+@pytest.mark.parametrize("name", ["adamw-fused", "adamw-foreach", "adamw-loop", "adam-amsgrad"])
+def test_adam_states_are_created_as_the_optimizer_would_create_them(name):
+    """Same keys, dtypes, devices, shapes, strides and (zero) values as the optimizer's own lazy creation, for
+    the parameters that have a gradient; the moments are views of one buffer per kind."""
+    make = OPTIMIZERS[name]
+    theirs, ours = _params(), _params()
+    opt_theirs, opt_ours = make(theirs), make(ours)
+    for params in (theirs, ours):
+        for p, g in zip(params[:-1], _grads(params, 0)):          # the last one gets no gradient
+            p.grad = g
+    lr = [g["lr"] for g in opt_theirs.param_groups]
+    for g in opt_theirs.param_groups:
+        g["lr"] = 0.0
+    opt_theirs.step()                                               # creates the states, moves nothing (lr 0)
+    for g, v in zip(opt_theirs.param_groups, lr):
+        g["lr"] = v
+    assert create_adam_states(opt_ours) == len(ours) - 1
+    assert not opt_ours.state.get(ours[-1])
+    for p, q in zip(ours[:-1], theirs[:-1]):
+        a, b = opt_ours.state[p], opt_theirs.state[q]
+        assert a.keys() == b.keys()
+        for key in a:
+            if key == "step":
+                assert a[key].dtype == b[key].dtype and a[key].device == b[key].device and a[key].shape == b[key].shape
+                assert float(a[key]) == 0.0
+            else:
+                assert a[key].dtype == b[key].dtype and a[key].stride() == b[key].stride()
+                assert not a[key].any()
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert len({opt_ours.state[p][key].untyped_storage().data_ptr() for p in ours[:-1]}) == 1
+    assert create_adam_states(opt_ours) == 0                         # only once
+    assert create_adam_states(torch.optim.SGD(ours, lr=0.1, momentum=0.9)) == 0
+
+
+def test_states_are_flat_from_the_first_step_and_the_hooks_go():
     params = _params()
     opt = OPTIMIZERS["adamw-fused"](params)
-    compact_after_first_step(opt)
-    assert not opt._optimizer_step_post_hooks or len(opt.state) == 0
+    flat_states_from_first_step(opt)
     for p, g in zip(params, _grads(params, 0)):
         p.grad = g
     opt.step()
-    assert not opt._optimizer_step_post_hooks, "the hook must remove itself"
+    assert not opt._optimizer_step_pre_hooks and not opt._optimizer_step_post_hooks, "the hooks must go"
     ptr = opt.state[params[0]]["exp_avg"].untyped_storage().data_ptr()
     assert all(opt.state[p]["exp_avg"].untyped_storage().data_ptr() == ptr for p in params)
 

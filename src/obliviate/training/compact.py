@@ -4,17 +4,19 @@ Torch's optimizers create their per-parameter states (AdamW: ``exp_avg`` and ``e
 parameter) lazily, in the first step, in between the tensors that step freed. On the CPU those are ordinary
 ``malloc`` blocks: several hundred long-lived tensors of a few megabytes each end up scattered through the heap
 that every following step fills with activations and gradients, and the C library can neither reuse the holes
-around them for larger blocks nor return them (glibc only trims the heap's top). :func:`compact_states` moves each
-kind of state into one contiguous buffer — large enough to be its own memory mapping, outside that heap — and
-leaves every state tensor a view of it, with its values unchanged; the heap blocks they leave are handed back to
-the system (:func:`release_free_memory`). The optimizer's own step reads and writes the
-views as it did the separate tensors, and ``state_dict`` / ``load_state_dict`` work as before (a loaded state is
-per-parameter again until it is compacted).
+around them for larger blocks nor return them (glibc only trims the heap's top).
 
-Measured on SmolLM2-135M, ME+GD, float32 AdamW (``bench/step_speed.py``; figures in docs/benchmarks.md): the
-resident-set peak of a step falls by about 0.1 GB and the step takes no longer. On a GPU the caching allocator
-already keeps such blocks apart, and one buffer the size of all of a 7B model's moments would have to be found
-in one piece: states on any other device are left as they are.
+:func:`flat_states_from_first_step` keeps them out of that heap: for torch's Adam and AdamW it creates the states
+before the first step, as the optimizer would (zeros, the step count as a scalar tensor of the dtype and device
+the optimizer picks), but each kind as views of one zero-filled buffer — large enough to be its own memory
+mapping. Other optimizers, and states loaded from a checkpoint, are moved into such buffers after their first
+step (:func:`compact_states`: values copied exactly), and the heap blocks they leave are handed back to the
+system (:func:`release_free_memory`). The optimizer's own step reads and writes the views as it did separate
+tensors; ``state_dict`` / ``load_state_dict`` work as before.
+
+Measured on SmolLM2-135M, ME+GD, float32 AdamW (``bench/step_speed.py``; figures in docs/benchmarks.md). On a GPU
+the caching allocator already keeps such blocks apart, and one buffer the size of all of a 7B model's moments
+would have to be found in one piece: states on any other device are left as they are.
 """
 
 from __future__ import annotations
@@ -91,11 +93,57 @@ def _one_buffer(tensors: list[Tensor]) -> bool:
     return all(t.untyped_storage().data_ptr() == first for t in tensors)
 
 
-def compact_after_first_step(optimizer: torch.optim.Optimizer) -> None:
-    """Compact ``optimizer``'s states (:func:`compact_states`) once, right after its next step — the step that
-    creates them, or the first one after a checkpoint's states were loaded."""
-    def hook(opt, args, kwargs):
-        compact_states(opt, release_every=RELEASE_EVERY)
-        handle.remove()
+_ADAM = (torch.optim.Adam, torch.optim.AdamW)
+_FLOATS = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
-    handle = optimizer.register_step_post_hook(hook)
+
+def create_adam_states(optimizer: torch.optim.Optimizer) -> int:
+    """Create the states of a torch Adam/AdamW for every parameter that has a gradient and no state yet, as its
+    step would (``torch.optim.Adam._init_group``), with ``exp_avg``, ``exp_avg_sq`` (and ``max_exp_avg_sq``) as
+    views of one zero-filled buffer each; returns how many parameters got states (0: left to the optimizer)."""
+    if type(optimizer) not in _ADAM:
+        return 0
+    todo = [(group, p) for group in optimizer.param_groups for p in group["params"]
+            if p.grad is not None and not optimizer.state.get(p)]
+    if not todo or not all(p.device.type == "cpu" and p.dtype in _FLOATS and p.is_contiguous()
+                           and not group.get("differentiable") for group, p in todo):
+        return 0
+    kinds = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if any(g["amsgrad"] for g, _ in todo) else [])
+    buffers = {}
+    for dtype in {p.dtype for _, p in todo}:
+        numel = sum(p.numel() for _, p in todo if p.dtype == dtype)
+        buffers[dtype] = {kind: torch.zeros(numel, dtype=dtype) for kind in kinds}
+    offsets = dict.fromkeys(buffers, 0)
+    scalar = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+    for group, p in todo:
+        state = optimizer.state[p]
+        if group["capturable"] or group["fused"]:
+            state["step"] = torch.zeros((), dtype=torch.float32 if group["fused"] else scalar, device=p.device)
+        else:
+            state["step"] = torch.tensor(0.0, dtype=scalar, device="cpu")
+        start = offsets[p.dtype]
+        for kind in kinds[:2] + (kinds[2:] if group["amsgrad"] else []):
+            state[kind] = buffers[p.dtype][kind][start:start + p.numel()].view(p.shape)
+        offsets[p.dtype] = start + p.numel()
+    return len(todo)
+
+
+def flat_states_from_first_step(optimizer: torch.optim.Optimizer) -> None:
+    """Keep ``optimizer``'s states in one buffer per kind: created that way before its first step (torch's Adam
+    and AdamW), else moved there right after it (:func:`compact_states`); states loaded from a checkpoint are
+    moved after the first step that follows the load."""
+    def before(opt, args, kwargs):
+        create_adam_states(opt)
+        first.remove()
+
+    def after(opt, args, kwargs):
+        compact_states(opt, release_every=RELEASE_EVERY)
+        handles.pop().remove()
+
+    def loaded(opt):
+        if not handles:
+            handles.append(opt.register_step_post_hook(after))
+
+    first = optimizer.register_step_pre_hook(before)
+    handles = [optimizer.register_step_post_hook(after)]
+    optimizer.register_load_state_dict_post_hook(loaded)

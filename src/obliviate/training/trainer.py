@@ -58,7 +58,7 @@ from obliviate.objectives import (DEFAULT_CHUNK_SIZE, HeadLogits, ObjectiveParam
                                   required_inputs)
 from obliviate.objectives.registry import coerce_params
 from obliviate.lean import lean_rmsnorm, lean_swiglu, lean_tied_embedding
-from obliviate.training.compact import compact_after_first_step
+from obliviate.training.compact import flat_states_from_first_step
 from obliviate.training.data import UnlearningDataset
 from obliviate.training.distributed import prepare_reference
 
@@ -444,7 +444,7 @@ class UnlearningTrainer(Trainer):
         fresh = self.optimizer is None
         optimizer = super().create_optimizer(*args, **kwargs)
         if fresh and not self._sharded() and all(p.device.type == "cpu" for p in self.model.parameters()):
-            compact_after_first_step(optimizer)     # one buffer per kind of state (training/compact.py)
+            flat_states_from_first_step(optimizer)     # one buffer per kind of state (training/compact.py)
         return optimizer
 
     def training_step(self, model, inputs, num_items_in_batch=None):
