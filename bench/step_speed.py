@@ -25,8 +25,11 @@ weights, and its ratio is obliviate's median step over the paper-style median st
 (which also allocates AdamW's states) when there are more than one — in wall-clock time, and in this process's
 CPU time (user + system, all threads), which other processes on a shared machine disturb less. Peak
 memory is measured in a fresh process per method for obliviate's full fine-tuning: the largest resident set
-(``VmHWM``, reset just before training starts, so loading the model is not counted) over ``--steps`` steps.
-Set ``LD_PRELOAD`` to a tcmalloc library to measure with it (docs/benchmarks.md). After the rounds, the first
+(``VmHWM``, reset just before training starts, so loading the model is not counted) over ``--steps`` steps —
+with the C allocator that ``obliviate`` run as a program picks (tcmalloc where the machine has it, see
+``obliviate/allocator.py``), and again in this environment as it is when that differs. The timed rounds run both
+sides in this environment as it is (one process, one allocator for both; set ``LD_PRELOAD`` to time both under
+tcmalloc, docs/benchmarks.md). After the rounds, the first
 step's losses of both sides are computed again in float64 and in float32 (:func:`loss_identity`;
 ``--no-loss-check`` skips it).
 
@@ -42,6 +45,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+from obliviate.allocator import current_allocator, preload_environment
 
 METHODS = ("ME+GD", "IDK+AP", "NPO+GD")
 PAD_TO = 500          # the released code pads every sequence to its max_length of 500
@@ -372,7 +377,13 @@ def peak_memory(args, method: str) -> dict:
             f.write("5")
         trainer.train()
         peak = _status("VmHWM")
-    return {"method": method, "rss_before_training": before, "peak_rss": peak, "seconds": timer.seconds}
+    return {"method": method, "rss_before_training": before, "peak_rss": peak, "seconds": timer.seconds,
+            "allocator": current_allocator()}
+
+
+def _child(cmd: list[str], env) -> dict:
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=dict(env)).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -403,8 +414,15 @@ def main() -> None:
                 (["--released-epsilon"] if args.released_epsilon else []) + \
                 (["--gradient-checkpointing"] if args.gradient_checkpointing else []) + \
                 (["--no-loss-check"] if args.no_loss_check else [])
-            out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1]
-            entry[kind] = json.loads(out)
+            if kind == "time":
+                entry[kind] = _child(cmd, os.environ)
+                continue
+            # obliviate's peak as the program runs (with the allocator it restarts itself with, if any), and in
+            # this environment as it is
+            program = preload_environment(os.environ)
+            entry["memory"] = _child(cmd, program or os.environ)
+            if program is not None:
+                entry["memory_as_given"] = _child(cmd, os.environ)
         if "time" in entry:
             ratios = [r["ratio"] for r in entry["time"]["rounds"]]
             cpu_ratios = [r["cpu_ratio"] for r in entry["time"]["rounds"]]
@@ -423,7 +441,9 @@ def main() -> None:
                                + (f" (float64: {entry['loss_float64_rel_diff']:.1e})"
                                   if entry["loss_float64_rel_diff"] is not None else "") + "; "
                                if "time" in entry else "")
-              + f"peak RSS {mem['peak_rss'] / 1e9:.2f} GB", flush=True)
+              + f"peak RSS {mem['peak_rss'] / 1e9:.2f} GB ({mem['allocator']}"
+              + (f"; {entry['memory_as_given']['allocator']}: {entry['memory_as_given']['peak_rss'] / 1e9:.2f} GB"
+                 if "memory_as_given" in entry else "") + ")", flush=True)
         results["methods"][method] = entry
     print(json.dumps(results))
 

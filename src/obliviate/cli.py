@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from obliviate import __version__
+from obliviate.allocator import restart_with_allocator
 from obliviate.benchmarks.synthetic import generate_benchmark
 from obliviate.benchmarks.types import BenchmarkSpec
 from obliviate.config import config_from_dict, load_config, read_config_file
@@ -585,6 +586,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:            # run as a program: with tcmalloc where there is one (obliviate/allocator.py)
+        restart_with_allocator(sys.argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

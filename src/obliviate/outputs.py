@@ -29,6 +29,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from obliviate import __version__
+from obliviate.allocator import current_allocator
 from obliviate.errors import ObliviateError
 from obliviate.files import replace_dir, write_json_atomic
 
@@ -367,4 +368,4 @@ def environment() -> dict:
     return {"obliviate": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "python": platform.python_version(), "platform": platform.platform(),
             "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-            "git_commit": _git_commit()}
+            "allocator": current_allocator(), "git_commit": _git_commit()}

@@ -21,6 +21,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from obliviate.allocator import ENV as ALLOCATOR_ENV
+from obliviate.allocator import GPU_DEVICES, find_allocator
 from obliviate.benchmarks.synthetic import generate_benchmark
 from obliviate.cli import main
 from obliviate.config import config_from_dict
@@ -222,6 +224,26 @@ def test_a_second_unlearn_into_the_same_output_exits_2_naming_the_first(tmp_path
     # A killed run's lock is released by the kernel: the next run goes ahead (and replaces the marked partial).
     assert main(_args(tiny_model_dir, data, out)) == 0
     assert (out / "run.json").is_file() and not (tmp_path / "run.partial").exists()
+
+
+@pytest.mark.skipif(sys.platform != "linux" or any(os.path.exists(d) for d in GPU_DEVICES),
+                    reason="the program restarts itself with tcmalloc on Linux machines without a GPU")
+@pytest.mark.parametrize("choice", ["default", "system"])
+def test_the_program_runs_under_the_allocator_it_picks(choice, tmp_path, tiny_model_dir, data):
+    """``obliviate`` as a program preloads tcmalloc where the system has it (obliviate/allocator.py) and records
+    it in run.json; OBLIVIATE_MALLOC=system keeps the C library's own."""
+    env = _env()
+    env.pop("LD_PRELOAD", None)
+    env.pop(ALLOCATOR_ENV, None)
+    if choice == "system":
+        env[ALLOCATOR_ENV] = "system"
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "obliviate.cli", *_args(tiny_model_dir, data, out)], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    recorded = json.loads((out / "run.json").read_text())["environment"]["allocator"]
+    found = find_allocator()
+    assert recorded == (found if choice == "default" and found else "system")
 
 
 @pytest.mark.parametrize("command", ["eval", "report"])
