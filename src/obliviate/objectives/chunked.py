@@ -285,10 +285,14 @@ def grouped_weight(weight: Tensor) -> tuple[Tensor, _WeightGradGroup]:
     """A view of ``weight`` whose gradient is the sum its readers add into the returned group (plus what reaches
     the view through autograd), remembered for :func:`share_weight_grad` of a head with the same weight until
     :func:`forget_grouped_weight`."""
-    group = _WeightGradGroup()
-    view = _GroupedWeight.apply(weight, group)
+    view, group = _new_group(weight)
     _grouped[id(weight)] = (weakref.ref(weight), view, group)
     return view, group
+
+
+def _new_group(weight: Tensor) -> tuple[Tensor, _WeightGradGroup]:
+    group = _WeightGradGroup()
+    return _GroupedWeight.apply(weight, group), group
 
 
 def forget_grouped_weight(weight: Tensor) -> None:
@@ -306,8 +310,7 @@ def share_weight_grad(head: OutputHead) -> OutputHead:
     if known is not None and known[0]() is head.weight:
         view, group = known[1], known[2]
     else:
-        group = _WeightGradGroup()
-        view = _GroupedWeight.apply(head.weight, group)
+        view, group = _new_group(head.weight)
     return dataclasses.replace(head, weight=view, grad_group=group)
 
 
