@@ -327,6 +327,7 @@ class TrainingSetup:
     gradient_accumulation_steps: int = 1
     devices: int = 1
     zero: int = 0                         # 0: plain/DDP; 2, 3: ZeRO stage (FSDP shard_grad_op / full_shard)
+    fsdp: bool = False                    # FSDP (any sharding): its wrapped modules run as written, none lean
     loss_chunk: int = 0                   # tokens per loss chunk; 0 = logits materialised for all tokens
     device: str = "cuda"                  # cuda | cpu (only the optimizer's scratch space differs)
 
@@ -413,7 +414,7 @@ def layer_activation_bytes(shape: ModelShape, setup: TrainingSetup) -> float:
     adapted = shape.lora_inputs_per_layer(targets) if setup.lora_rank else []
     # Lean SwiGLU blocks (no autocast, weights not sharded, projections not adapted) keep one or two
     # tokens × intermediate tensors less: the SiLU output, and the product where down_proj's weight trains.
-    lean = (shape.swiglu_blocks and setup.mixed_precision is None and setup.zero < 3
+    lean = (shape.swiglu_blocks and _lean_engine(setup)
             and not any(n in ("gate_proj", "up_proj", "down_proj") for n, _ in adapted))
     # Lean RMSNorms (same conditions, adapters aside) keep their input as it comes instead of the float32 copy and
     # the normalised value.
@@ -445,7 +446,12 @@ def layer_activation_bytes(shape: ModelShape, setup: TrainingSetup) -> float:
 
 def lean_norms(shape: ModelShape, setup: TrainingSetup) -> bool:
     """Whether the trainer runs the model's RMSNorms lean (``obliviate.lean``): no autocast, weights not sharded."""
-    return shape.rmsnorms and setup.mixed_precision is None and setup.zero < 3
+    return shape.rmsnorms and _lean_engine(setup)
+
+
+def _lean_engine(setup: TrainingSetup) -> bool:
+    """The trainer's condition for lean layers: no autocast, and neither ZeRO-3 nor FSDP."""
+    return setup.mixed_precision is None and setup.zero < 3 and not setup.fsdp
 
 
 def _residual_bytes(setup: TrainingSetup) -> int:
@@ -656,7 +662,7 @@ def setup_from_config(cfg, *, devices: int = 1, zero: int | None = None, lora: b
         optim=t.optim, lora_rank=cfg.lora.r if use_lora else None,
         lora_targets=targets if isinstance(targets, str) else tuple(targets), lora_dropout=cfg.lora.dropout,
         gradient_checkpointing=t.gradient_checkpointing, gradient_accumulation_steps=t.gradient_accumulation_steps,
-        devices=devices, zero=zero, device=device,
+        devices=devices, zero=zero, fsdp=bool(t.fsdp) and not t.deepspeed, device=device,
         # Sharded engines gather weights inside their own forward only, so the loss reads materialised logits.
         loss_chunk=0 if (zero or t.fsdp or t.deepspeed) else int(getattr(t, "loss_chunk_size", 0) or 0))
 

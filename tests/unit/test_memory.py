@@ -236,3 +236,28 @@ def test_chunked_output_layer_gradient_accumulator_by_hand(llama3):
     # It is held in the forward/backward phase, with the loss buffers.
     assert bf16.forward_backward - materialised.forward_backward == \
         3_546_021_888 + bf16.get("loss buffers") - materialised.get("loss buffers")
+
+
+def test_lean_layers_only_where_the_trainer_runs_them(llama2):
+    """Lean SwiGLU blocks and RMSNorms (obliviate.lean) run without autocast outside ZeRO-3 and FSDP (any sharding:
+    FSDP's wrapped modules run as written), and the estimate counts them the same way."""
+    assert llama2.swiglu_blocks and llama2.rmsnorms
+    H, q, I = llama2.hidden_size, llama2.num_heads * llama2.head_dim, llama2.intermediate_size
+    small = 4 * (2 + llama2.num_heads)
+    lean, plain = 4 * (4 * H + 4 * q + 2 * I) + small, 4 * (6 * H + 4 * q + 4 * I) + small
+    f32 = {"weight_dtype": "float32"}
+    assert layer_activation_bytes(llama2, TrainingSetup(**f32)) == lean
+    assert layer_activation_bytes(llama2, TrainingSetup(zero=2, devices=2, **f32)) == lean      # DeepSpeed ZeRO-2
+    assert layer_activation_bytes(llama2, TrainingSetup(zero=2, devices=2, fsdp=True, **f32)) == plain
+    assert layer_activation_bytes(llama2, TrainingSetup(zero=3, devices=2, **f32)) == plain
+    assert layer_activation_bytes(llama2, TrainingSetup(mixed_precision="bf16", **f32)) == 26 * H + 8 * q + 8 * I + small
+
+
+def test_an_fsdp_config_is_counted_as_fsdp():
+    from obliviate.config import config_from_dict
+    from obliviate.memory import setup_from_config
+
+    cfg = config_from_dict("unlearn", {"data": {"forget": "x"}, "train": {"fsdp": "shard_grad_op auto_wrap"}})
+    setup = setup_from_config(cfg, devices=2)
+    assert setup.fsdp and setup.zero == 2
+    assert not setup_from_config(config_from_dict("unlearn", {"data": {"forget": "x"}}), devices=2).fsdp
