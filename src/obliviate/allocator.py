@@ -65,7 +65,7 @@ def restart_with_allocator(argv: list[str]) -> None:
     """Replace this process by ``python -m obliviate.cli *argv`` with the allocator preloaded, when
     :func:`preload_environment` says so; else return."""
     env = preload_environment(os.environ)
-    if env is None:
+    if env is None or not sys.executable:
         return
     sys.stdout.flush()
     sys.stderr.flush()
