@@ -43,7 +43,7 @@ def compact_states(optimizer: torch.optim.Optimizer, *, release_every: int = 0) 
     exactly; scalar states (AdamW's ``step``) and anything that is not a plain, contiguous CPU tensor stay as they
     are. With ``release_every`` > 0 the freed heap blocks are handed back (:func:`release_free_memory`) each time
     that many more bytes have moved, and at the end: the move then needs that much memory more, not all of it."""
-    groups: dict[tuple[str, torch.dtype], list[tuple[dict, Tensor]]] = defaultdict(list)
+    groups: dict[tuple[str, torch.dtype], list[tuple[dict, str]]] = defaultdict(list)
     for group in optimizer.param_groups:
         for p in group["params"]:
             state = optimizer.state.get(p)
