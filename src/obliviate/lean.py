@@ -107,14 +107,20 @@ def _blocks(model: nn.Module) -> Iterator[nn.Module]:
 def lean_swiglu(model: nn.Module):
     """Within the context, ``model``'s eligible SwiGLU blocks keep two activations instead of four; yields how
     many blocks that is. Their forward is restored on exit, also after an exception."""
-    blocks = list(_blocks(model))
-    for block in blocks:
-        block.forward = types.MethodType(_lean_forward, block)
+    with _forward_swapped(list(_blocks(model)), _lean_forward) as count:
+        yield count
+
+
+@contextmanager
+def _forward_swapped(modules: list[nn.Module], forward):
+    """``forward`` as each of ``modules``' forward within the context (yields how many); theirs again on exit."""
+    for module in modules:
+        module.forward = types.MethodType(forward, module)
     try:
-        yield len(blocks)
+        yield len(modules)
     finally:
-        for block in blocks:
-            del block.forward
+        for module in modules:
+            del module.forward
 
 
 class _RMSNorm(torch.autograd.Function):
@@ -163,14 +169,8 @@ def norm_eligible(module: nn.Module) -> bool:
 def lean_rmsnorm(model: nn.Module):
     """Within the context, ``model``'s eligible RMSNorms keep their input and ``r`` only; yields how many norms
     that is. Their forward is restored on exit, also after an exception."""
-    norms = [m for m in model.modules() if norm_eligible(m)]
-    for norm in norms:
-        norm.forward = types.MethodType(_norm_forward, norm)
-    try:
-        yield len(norms)
-    finally:
-        for norm in norms:
-            del norm.forward
+    with _forward_swapped([m for m in model.modules() if norm_eligible(m)], _norm_forward) as count:
+        yield count
 
 
 class _GroupedLookup(torch.autograd.Function):
