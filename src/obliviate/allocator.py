@@ -52,13 +52,18 @@ def preload_environment(environ: Mapping[str, str]) -> dict[str, str] | None:
     library = choice or find_allocator()
     if not library:
         return None
-    preloaded = [p for p in environ.get("LD_PRELOAD", "").replace(" ", ":").split(":") if p]
+    preloaded = _preloaded(environ)
     if any(os.path.basename(p) == os.path.basename(library) for p in preloaded):
         return None
     env = dict(environ)
     env["LD_PRELOAD"] = ":".join([library, *preloaded])
     env[ENV] = library
     return env
+
+
+def _preloaded(environ: Mapping[str, str]) -> list[str]:
+    """The libraries ``LD_PRELOAD`` names (the dynamic loader takes spaces or colons between them)."""
+    return [p for p in environ.get("LD_PRELOAD", "").replace(" ", ":").split(":") if p]
 
 
 def restart_with_allocator(argv: list[str]) -> None:
@@ -74,8 +79,7 @@ def restart_with_allocator(argv: list[str]) -> None:
 
 def current_allocator() -> str:
     """What ``run.json`` records: the preloaded allocator library, or "system"."""
-    preloaded = [p for p in os.environ.get("LD_PRELOAD", "").replace(" ", ":").split(":") if p]
-    for path in preloaded:
+    for path in _preloaded(os.environ):
         if any(name in os.path.basename(path) for name in LIBRARIES):
             return os.path.basename(path)
     return "system"

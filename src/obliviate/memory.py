@@ -537,9 +537,10 @@ def estimate_memory(shape: ModelShape, setup: TrainingSetup) -> MemoryEstimate:
     act_b = _residual_bytes(s)  # the residual stream keeps the weights' dtype, autocast or not
     per_layer = layer_activation_bytes(shape, s)
     H = shape.hidden_size
+    norms = lean_norms(shape, s)
     if lora:  # frozen: the final norm keeps only its float32 input (lean: its input), the frozen head nothing
-        final_norm = w * H if lean_norms(shape, s) else 4 * H
-    elif lean_norms(shape, s):                # input and output
+        final_norm = w * H if norms else 4 * H
+    elif norms:                               # input and output
         final_norm = 2 * act_b * H
     else:
         final_norm = 10 * H if (w == 4 and s.mixed_precision) else {4: 12 * H, 2: 8 * H}[act_b]
